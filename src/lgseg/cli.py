@@ -1,0 +1,150 @@
+"""`python -m lgseg <command>`: the one command-line interface every Snakemake rule and DVC stage calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lgseg.errors import ConfigError, DataError
+
+
+def _demo_scenes(args) -> None:
+    from lgseg.scannet.demo import DemoSettings, write_demo_dataset
+
+    settings = DemoSettings(seed=args.seed, num_train=args.train, num_val=args.val, num_test=args.test,
+                            vertex_spacing=args.vertex_spacing,
+                            objects_per_room=(args.min_objects, args.max_objects))
+    write_demo_dataset(args.out, settings, workers=args.workers)
+
+
+def _check_raw(args) -> None:
+    from lgseg.scannet.raw_check import check_raw_dir
+
+    check_raw_dir(args.raw_dir, args.scenes, args.label_map, args.out)
+
+
+def _label_map(args) -> None:
+    from lgseg.scannet.labels import write_label_map
+
+    write_label_map(args.label_map, args.out)
+
+
+def _preprocess(args) -> None:
+    from lgseg.data.preprocess import preprocess
+
+    preprocess(args.raw_dir, args.out, scenes=args.scenes, label_map=args.label_map, workers=args.workers,
+               manifest=args.manifest)
+
+
+def _splits(args) -> None:
+    from lgseg.data.splits import write_split_lists
+
+    write_split_lists(args.manifests, args.out_dir)
+
+
+def _annotation_masks(args) -> None:
+    from lgseg.data.annotation_masks import write_annotation_masks
+    from lgseg.data.store import scene_folders
+    from lgseg.scannet.splits import read_scene_list
+
+    folders = scene_folders(args.processed, "train", read_scene_list(args.train_list))
+    write_annotation_masks(folders, args.ratio, args.out, min_points=args.min_points, workers=args.workers)
+
+
+def _class_stats(args) -> None:
+    from lgseg.data.class_stats import class_statistics, write_class_statistics
+    from lgseg.data.store import scene_folders
+    from lgseg.scannet.splits import read_scene_list
+
+    folders = scene_folders(args.processed, "train", read_scene_list(args.train_list))
+    write_class_statistics(class_statistics(folders), args.out)
+
+
+def _plot_class_stats(args) -> None:
+    import pandas as pd
+
+    from lgseg.report.figures import plot_class_distribution
+
+    plot_class_distribution(pd.read_csv(args.stats), args.out, title=args.title)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lgseg", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("demo-scenes", help="write the synthetic demo dataset in raw ScanNet format")
+    p.add_argument("--out", required=True, help="raw folder to create (scans/, scans_test/, label tsv)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=int, default=60, help="number of train rooms")
+    p.add_argument("--val", type=int, default=20, help="number of val rooms")
+    p.add_argument("--test", type=int, default=5, help="number of test rooms (no labels)")
+    p.add_argument("--vertex-spacing", type=float, default=0.05, help="metres between mesh vertices")
+    p.add_argument("--min-objects", type=int, default=8)
+    p.add_argument("--max-objects", type=int, default=16)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=_demo_scenes)
+
+    p = commands.add_parser("check-raw", help="validate a local raw ScanNet copy and write a manifest")
+    p.add_argument("--raw-dir", required=True)
+    p.add_argument("--scenes", nargs="+", required=True)
+    p.add_argument("--label-map", help="label tsv (default RAW/scannetv2-labels.combined.tsv)")
+    p.add_argument("--out", required=True, help="manifest JSON to write")
+    p.set_defaults(run=_check_raw)
+
+    p = commands.add_parser("label-map", help="write the raw_category -> id -> class index table")
+    p.add_argument("--label-map", required=True, help="ScanNet scannetv2-labels.combined.tsv")
+    p.add_argument("--out", required=True, help="tsv to write")
+    p.set_defaults(run=_label_map)
+
+    p = commands.add_parser("preprocess", help="raw scenes -> processed store OUT/<split>/<scene>/*.npy")
+    p.add_argument("--raw-dir", required=True, help="ScanNet folder with scans/ and scans_test/")
+    p.add_argument("--out", required=True, help="processed store root")
+    p.add_argument("--scenes", nargs="+", help="scene ids (default: every scene folder found)")
+    p.add_argument("--label-map", help="label tsv (default RAW/scannetv2-labels.combined.tsv)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--manifest", help="JSON listing the scenes written (for the workflow)")
+    p.set_defaults(run=_preprocess)
+
+    p = commands.add_parser("splits", help="write train/val/test scene lists of the processed scenes")
+    p.add_argument("--manifests", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(run=_splits)
+
+    p = commands.add_parser("annotation-masks", help="limited-annotation vertex indices for one ratio (FPS)")
+    p.add_argument("--processed", required=True, help="processed store root")
+    p.add_argument("--train-list", required=True, help="train scene list")
+    p.add_argument("--ratio", type=float, required=True)
+    p.add_argument("--min-points", type=int, default=5)
+    p.add_argument("--out", required=True, help=".npz to write (scene id -> kept vertex indices)")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=_annotation_masks)
+
+    p = commands.add_parser("class-stats", help="instances and labelled vertices per class over train scenes")
+    p.add_argument("--processed", required=True)
+    p.add_argument("--train-list", required=True)
+    p.add_argument("--out", required=True, help="csv to write")
+    p.set_defaults(run=_class_stats)
+
+    p = commands.add_parser("plot-class-stats", help="Fig. 4: class distribution (log scale, head/common/tail)")
+    p.add_argument("--stats", required=True, help="csv from class-stats")
+    p.add_argument("--out", required=True, help="png to write")
+    p.add_argument("--title", default="")
+    p.set_defaults(run=_plot_class_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except (DataError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

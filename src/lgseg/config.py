@@ -1,0 +1,47 @@
+"""Workflow configuration: fill defaults from the JSON schema, validate, and name the offending key on error."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from lgseg.errors import ConfigError
+
+
+def _fill_defaults(config: dict, schema: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(config[key], sub)
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Return a copy of `config` with defaults filled in; raise ConfigError naming the first bad key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config = copy.deepcopy(dict(config))
+    _fill_defaults(config, schema)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = list(err.absolute_path)
+        if err.validator == "additionalProperties":
+            known = ", ".join(sorted(err.schema.get("properties", {})))
+            unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            key = _key_path(where + [unknown[0]]) if unknown else _key_path(where)
+            raise ConfigError(f"config key '{key}' is not known (mistyped?); valid keys here: {known}")
+        raise ConfigError(f"config key '{_key_path(where)}': {err.message}")
+    if config["dataset"]["source"] == "scannet" and not config["scannet"]["raw_dir"]:
+        raise ConfigError("config key 'scannet.raw_dir' is missing: dataset.source is 'scannet', so set "
+                          "scannet.raw_dir to your ScanNet folder (the one holding scans/ and scans_test/)")
+    return config

@@ -1,0 +1,1 @@
+"""Processed scene store and the data products built on it."""

@@ -1,0 +1,1 @@
+"""Raw ScanNet: file formats, label map, official splits, demo scenes."""

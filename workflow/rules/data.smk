@@ -1,0 +1,126 @@
+"""Data stage: raw scans (demo or ScanNet) -> label map -> processed store -> splits, masks, class statistics."""
+
+if IS_DEMO:
+
+    rule demo_scenes:
+        output:
+            directory(RAW_DIR),
+        log:
+            f"{LOGS}/demo_scenes.log",
+        conda:
+            "../../envs/core.yaml"
+        threads: config["preprocess"]["workers"]
+        params:
+            d=config["demo"],
+        shell:
+            "python -m lgseg demo-scenes --out {output} --seed {params.d[seed]}"
+            " --train {params.d[num_train]} --val {params.d[num_val]} --test {params.d[num_test]}"
+            " --vertex-spacing {params.d[vertex_spacing]}"
+            " --min-objects {params.d[objects_per_room][0]} --max-objects {params.d[objects_per_room][1]}"
+            " --workers {threads} 2> {log}"
+
+
+rule check_raw:
+    input:
+        raw_source,
+    output:
+        f"{PROCESSED}/raw_manifest.json",
+    log:
+        f"{LOGS}/check_raw.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        raw=RAW_DIR,
+        tsv=LABEL_TSV,
+        scenes=" ".join(SCENES),
+    shell:
+        "python -m lgseg check-raw --raw-dir {params.raw} --label-map {params.tsv}"
+        " --out {output} --scenes {params.scenes} 2> {log}"
+
+
+rule label_map:
+    input:
+        f"{PROCESSED}/raw_manifest.json",
+    output:
+        f"{PROCESSED}/label_map.tsv",
+    log:
+        f"{LOGS}/label_map.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        tsv=LABEL_TSV,
+    shell:
+        "python -m lgseg label-map --label-map {params.tsv} --out {output} 2> {log}"
+
+
+rule preprocess:
+    input:
+        manifest=f"{PROCESSED}/raw_manifest.json",
+        label_map=f"{PROCESSED}/label_map.tsv",
+    output:
+        f"{PROCESSED}/shards/shard_{{shard}}.json",
+    log:
+        f"{LOGS}/preprocess/shard_{{shard}}.log",
+    benchmark:
+        f"{LOGS}/preprocess/shard_{{shard}}.benchmark.tsv"
+    conda:
+        "../../envs/core.yaml"
+    threads: config["preprocess"]["workers"]
+    params:
+        raw=RAW_DIR,
+        out=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+        scenes=shard_scenes,
+    shell:
+        "python -m lgseg preprocess --raw-dir {params.raw} --out {params.out}"
+        " --label-map {input.label_map} --workers {threads} --manifest {output}"
+        " --scenes {params.scenes} 2> {log}"
+
+
+rule splits:
+    input:
+        expand(f"{PROCESSED}/shards/shard_{{shard}}.json", shard=SHARDS),
+    output:
+        expand(f"{PROCESSED}/splits/{{split}}.txt", split=["train", "val", "test"]),
+    log:
+        f"{LOGS}/splits.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "python -m lgseg splits --manifests {input} --out-dir {params.out_dir} 2> {log}"
+
+
+rule annotation_masks:
+    input:
+        f"{PROCESSED}/splits/train.txt",
+    output:
+        f"{PROCESSED}/masks/annotated_{{ratio}}.npz",
+    log:
+        f"{LOGS}/annotation_masks_{{ratio}}.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: config["preprocess"]["workers"]
+    params:
+        processed=processed_root,
+        min_points=config["annotation"]["min_points"],
+    shell:
+        "python -m lgseg annotation-masks --processed {params.processed} --train-list {input}"
+        " --ratio {wildcards.ratio} --min-points {params.min_points} --out {output}"
+        " --workers {threads} 2> {log}"
+
+
+rule class_stats:
+    input:
+        f"{PROCESSED}/splits/train.txt",
+    output:
+        f"{PROCESSED}/class_stats.csv",
+    log:
+        f"{LOGS}/class_stats.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        processed=processed_root,
+    shell:
+        "python -m lgseg class-stats --processed {params.processed} --train-list {input}"
+        " --out {output} 2> {log}"
