@@ -99,3 +99,17 @@ def test_demo_run_logs_progress_and_is_complete(demo_run):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     manifest = json.loads((work / "data" / "processed" / "demo" / "raw_manifest.json").read_text())
     assert len(manifest["scenes"]) == 7
+
+
+def test_download_rule_runs_first_only_when_enabled(tmp_path):
+    config = {"dataset": {"name": "scannet200", "source": "scannet"},
+              "scannet": {"raw_dir": str(tmp_path / "ScanNet"), "scenes": ["scene0191_00", "scene0707_00"],
+                          "download": {"enabled": True, "accept_tos": True, "base_url": "http://127.0.0.1:9/"}}}
+    (tmp_path / "dl.yaml").write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(tmp_path / "dl.yaml")], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^download_scannet\s+1$", result.stdout, flags=re.M)
+    config["scannet"]["download"]["enabled"] = False
+    (tmp_path / "dl.yaml").write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(tmp_path / "dl.yaml")], tmp_path, timeout=120)
+    assert result.returncode == 0 and "download_scannet" not in result.stdout

@@ -25,6 +25,15 @@ def _check_raw(args) -> None:
     check_raw_dir(args.raw_dir, args.scenes, args.label_map, args.out)
 
 
+def _download(args) -> None:
+    from lgseg.scannet.download import download
+    from lgseg.scannet.splits import official_scene_lists
+
+    scenes = args.scenes or [s for split in args.splits for s in official_scene_lists()[split]]
+    download(args.base_url, args.out, scenes, accept_tos=args.accept_tos, extra_types=args.extra_types,
+             workers=args.workers, retries=args.retries, backoff=args.backoff, manifest=args.manifest)
+
+
 def _label_map(args) -> None:
     from lgseg.scannet.labels import write_label_map
 
@@ -92,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-map", help="label tsv (default RAW/scannetv2-labels.combined.tsv)")
     p.add_argument("--out", required=True, help="manifest JSON to write")
     p.set_defaults(run=_check_raw)
+
+    p = commands.add_parser("download", help="download the raw ScanNet files the pipeline needs (TOS-gated)")
+    p.add_argument("--base-url", help="BASE_URL of the download script ScanNet sent you")
+    p.add_argument("--out", required=True, help="raw folder to fill (scans/, scans_test/, label tsv)")
+    p.add_argument("--accept-tos", action="store_true", help="confirm you have accepted the ScanNet Terms of Use")
+    p.add_argument("--scenes", nargs="+", help="scene ids (default: every scene of --splits)")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"])
+    p.add_argument("--extra-types", nargs="*", default=[], help="more file suffixes, e.g. _vh_clean_2.labels.ply")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads")
+    p.add_argument("--retries", type=int, default=5, help="retries per file on transient errors")
+    p.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry (doubles each time)")
+    p.add_argument("--manifest", help="JSON listing the files (written only when every file is present)")
+    p.set_defaults(run=_download)
 
     p = commands.add_parser("label-map", help="write the raw_category -> id -> class index table")
     p.add_argument("--label-map", required=True, help="ScanNet scannetv2-labels.combined.tsv")

@@ -41,6 +41,12 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             key = _key_path(where + [unknown[0]]) if unknown else _key_path(where)
             raise ConfigError(f"config key '{key}' is not known (mistyped?); valid keys here: {known}")
         raise ConfigError(f"config key '{_key_path(where)}': {err.message}")
+    download = config["scannet"]["download"]
+    if download["enabled"] and not (download["accept_tos"] and download["base_url"]):
+        from lgseg.scannet.download import TOS_HELP
+
+        missing = "scannet.download.accept_tos" if not download["accept_tos"] else "scannet.download.base_url"
+        raise ConfigError(f"config key '{missing}' must be set when scannet.download.enabled is true. {TOS_HELP}")
     if config["dataset"]["source"] == "scannet" and not config["scannet"]["raw_dir"]:
         raise ConfigError("config key 'scannet.raw_dir' is missing: dataset.source is 'scannet', so set "
                           "scannet.raw_dir to your ScanNet folder (the one holding scans/ and scans_test/)")

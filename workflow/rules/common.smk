@@ -53,9 +53,15 @@ def shard_scenes(wildcards):
     return " ".join(SCENES[k * SHARD_SIZE : (k + 1) * SHARD_SIZE])
 
 
+DOWNLOAD = config["scannet"]["download"]
+DOWNLOAD_MANIFEST = f"{DATA}/raw/{DATASET}.download.json"
+
+
 def raw_source(wildcards):
-    """The demo generator's output when running on the demo; nothing for a user's own ScanNet copy."""
-    return [RAW_DIR] if IS_DEMO else []
+    """What makes the raw folder: the demo generator, the download rule, or nothing (a user's own copy)."""
+    if IS_DEMO:
+        return [RAW_DIR]
+    return [DOWNLOAD_MANIFEST] if DOWNLOAD["enabled"] else []
 
 
 def processed_root(wildcards, input):

@@ -20,6 +20,31 @@ if IS_DEMO:
             " --workers {threads} 2> {log}"
 
 
+if DOWNLOAD["enabled"] and not IS_DEMO:
+
+    localrules:
+        download_scannet,
+
+    rule download_scannet:
+        output:
+            DOWNLOAD_MANIFEST,
+        log:
+            f"{LOGS}/download_scannet.log",
+        conda:
+            "../../envs/core.yaml"
+        params:
+            raw=RAW_DIR,
+            base_url=DOWNLOAD["base_url"],
+            scenes=" ".join(SCENES),
+            extra=" ".join(DOWNLOAD["extra_types"]),
+            workers=DOWNLOAD["workers"],
+            retries=DOWNLOAD["retries"],
+        shell:
+            "python -m lgseg download --accept-tos --base-url '{params.base_url}' --out {params.raw}"
+            " --workers {params.workers} --retries {params.retries} --manifest {output}"
+            " --extra-types {params.extra} --scenes {params.scenes} 2> {log}"
+
+
 rule check_raw:
     input:
         raw_source,
