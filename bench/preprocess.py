@@ -5,15 +5,22 @@ ScanNet layout to a temporary folder. On that same folder the script then
 
 * times `lgseg.data.preprocess.preprocess_scene` in this process (one warm-up, median of --repeats calls),
 * measures the peak RSS of preprocessing the scene once in a fresh Python process,
-* times the official `handle_process` through the runner given by --official-runner (one warm-up call, median
-  of --repeats calls, processing only) and checks that both give the same coordinates, colours, per-vertex
-  labels and instances,
+* times ScanNet's official `handle_process` (BenchmarkScripts/ScanNet200/preprocess_scannet200.py) through
+  bench/official_scannet200_runner.py in a separate process (one warm-up call, median of --repeats calls,
+  processing only) and checks that both give the same coordinates, colours, per-vertex labels and instances,
 
 and writes the results to results/bench/preprocess.md (the table also goes to stdout).
 
-    python bench/preprocess.py --official-runner /tmp/official_sn200/run_official.py [--repeats 5]
+The official script is not part of this repository. To reproduce the comparison, get ScanNet/ScanNet at commit
+3830fce7f8b2e48ef047ef7fd76ea5f62903f51c (the one the committed report used) and pass its
+BenchmarkScripts/ScanNet200 folder as --official-dir; --official-commit only records the commit in the report:
 
-Without --official-runner the comparison is skipped and the report says so.
+    git clone https://github.com/ScanNet/ScanNet && git -C ScanNet checkout 3830fce7f8b2e48ef047ef7fd76ea5f62903f51c
+    python bench/preprocess.py --official-dir ScanNet/BenchmarkScripts/ScanNet200 \
+        --official-commit 3830fce7f8b2e48ef047ef7fd76ea5f62903f51c [--repeats 5]
+
+The official script needs numpy, pandas and plyfile. Without --official-dir the comparison is skipped and the
+report says so.
 """
 
 from __future__ import annotations
@@ -42,10 +49,11 @@ from lgseg.scannet.demo import DemoSettings, generate_scene, write_scene
 from lgseg.scannet.labels import IGNORE_INDEX, LABEL_TSV_NAME, read_label_table, resource_path, scannet200
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL_RUNNER = Path(__file__).resolve().parent / "official_scannet200_runner.py"
+REFERENCE_COMMIT = "3830fce7f8b2e48ef047ef7fd76ea5f62903f51c"  # ScanNet/ScanNet commit the committed report used
 SCENE_ID = "scene0191_00"  # in the official train list
 # Tuned so that the scene has real ScanNet size: 156,948 vertices, 302,976 faces, 40 segGroups.
 SETTINGS = DemoSettings(seed=0, vertex_spacing=0.035, objects_per_room=(36, 36), room_size=(5.0, 5.0))
-GIB = 1024**3
 
 # Linux keeps a process's RSS high-water mark across fork + exec, so a child started directly from this (large)
 # process would report at least our own peak as its ru_maxrss. Children are therefore started through this small
@@ -119,11 +127,12 @@ def peak_rss_ours(raw_dir: Path, out_dir: Path, tsv: Path) -> dict:
     return json.loads(stdout.splitlines()[-2])
 
 
-def run_official(runner: Path, raw_dir: Path, out_dir: Path, tsv: Path, repeats: int) -> tuple[list[float], int]:
+def run_official(official_dir: Path, raw_dir: Path, out_dir: Path, tsv: Path, repeats: int) -> tuple[list[float], int]:
     """Seconds per official `handle_process` call (warm-up dropped) and max RSS (KiB) of the runner process."""
     splits_dir = resource_path("scannetv2_train.txt").parent  # the bundled official train/val lists
-    stdout, maxrss = run_launched([sys.executable, str(runner), "--scene-dir", str(raw_dir / "scans" / SCENE_ID),
-                                   "--label-map", str(tsv), "--out", str(out_dir), "--splits-dir", str(splits_dir),
+    stdout, maxrss = run_launched([sys.executable, str(OFFICIAL_RUNNER), "--official-dir", str(official_dir),
+                                   "--scene-dir", str(raw_dir / "scans" / SCENE_ID), "--label-map", str(tsv),
+                                   "--out", str(out_dir), "--splits-dir", str(splits_dir),
                                    "--repeat", str(repeats + 1)])
     times = [float(t) for t in re.findall(r"official_seconds=([0-9.eE+-]+)", stdout)]
     return times[1:], maxrss
@@ -152,8 +161,9 @@ def compare(official_ply: Path, ours_dir: Path) -> Comparison:
 def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    return (f"{os.cpu_count()} cores ({model.group(1) if model else 'unknown CPU'}), Python {platform.python_version()},"
-            f" numpy {np.__version__}, plyfile {metadata.version('plyfile')}")
+    cpu = model.group(1) if model else "unknown CPU"
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, numpy {np.__version__}, "
+            f"plyfile {metadata.version('plyfile')}")
 
 
 def table(ours: list[float], official: list[float] | None, comparison: Comparison | None, rss: dict,
@@ -177,18 +187,15 @@ def table(ours: list[float], official: list[float] | None, comparison: Compariso
     return "\n".join(["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
-def official_commit(runner: Path) -> str:
-    commit_file = runner.resolve().parent / "COMMIT"
-    return commit_file.read_text().strip() if commit_file.exists() else "unknown (no COMMIT file beside the runner)"
-
-
 def seconds(times: list[float]) -> str:
     return ", ".join(f"{t:.3f}" for t in times)
 
 
 def report(args, scene, ours, official, comparison, rss, official_rss_kib, expected_ok) -> str:
-    command = "python bench/preprocess.py" + (f" --official-runner {args.official_runner}" if args.official_runner
-                                              else "") + f" --repeats {args.repeats}"
+    command = "python bench/preprocess.py"
+    if args.official_dir is not None:
+        command += f" --official-dir {args.official_dir} --official-commit {args.official_commit}"
+    command += f" --repeats {args.repeats}"
     lines = [
         "# Preprocessing benchmark: one scene",
         "",
@@ -214,13 +221,17 @@ def report(args, scene, ours, official, comparison, rss, official_rss_kib, expec
         f"{'identical' if expected_ok else '**different**'}.",
     ]
     if official is None:
-        lines.append("- official: **skipped**, `--official-runner` was not given; no comparison was made.")
+        lines.append("- official: **skipped**, `--official-dir` was not given; no comparison was made. To run it, get "
+                     f"ScanNet/ScanNet at commit `{REFERENCE_COMMIT}` and pass its `BenchmarkScripts/ScanNet200` "
+                     "folder as `--official-dir` (see the docstring of `bench/preprocess.py`).")
     else:
         lines += [
-            "- official: the runner's `official_seconds`, i.e. `handle_process` only: read txt, PLY, segs.json, "
+            "- official: `bench/official_scannet200_runner.py` imports the unmodified official module from "
+            "`--official-dir` and prints `official_seconds`, i.e. `handle_process` only: read txt, PLY, segs.json, "
             "aggregation.json, axis-align, merge labels, write a PLY with vertices (x y z rgb label instance_id) "
-            "and faces. Imports, label tsv and split lists are read once outside the timing. One warm-up call, then "
-            f"median of {args.repeats} calls ({seconds(official)} s). The runner gives the official module a "
+            "and faces. Imports, label tsv and split lists (lgseg's bundled copies of the official train/val "
+            "lists) are read once outside the timing. One warm-up call, then median of "
+            f"{args.repeats} calls ({seconds(official)} s). The runner gives the official module a "
             "`np.fromstring` fallback so that the `sceneType = ...` line parses under numpy 2.",
             "- official runner, peak RSS: `ru_maxrss` of the runner process, started through the same launcher "
             f"(imports incl. pandas, {args.repeats + 1} calls).",
@@ -229,20 +240,29 @@ def report(args, scene, ours, official, comparison, rss, official_rss_kib, expec
             f"(not one of the 200 ids -> -1) vs `segment.npy`: {comparison.label_mismatches} mismatches; instances "
             "(ours >= 0 must equal official `instance_id`, ours = -1 must be official 0): "
             f"{comparison.instance_mismatches} mismatches; coordinates allclose (atol 1e-5): "
-            f"{'yes' if comparison.coords_close else 'no'}; colours equal: {'yes' if comparison.colors_equal else 'no'}.",
+            f"{'yes' if comparison.coords_close else 'no'}; colours equal: "
+            f"{'yes' if comparison.colors_equal else 'no'}.",
             "- official script: ScanNet/ScanNet `BenchmarkScripts/ScanNet200/preprocess_scannet200.py` at commit "
-            f"`{official_commit(args.official_runner)}`.",
+            f"`{args.official_commit}` (as given by `--official-commit`). To reproduce: get ScanNet/ScanNet at "
+            "that commit and pass its `BenchmarkScripts/ScanNet200` folder as `--official-dir`; the script itself "
+            "is not in this repository.",
         ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official-runner", type=Path, default=None,
-                        help="run_official.py beside the extracted official ScanNet200 folder; omit to skip")
+    parser.add_argument("--official-dir", type=Path, default=None,
+                        help="folder BenchmarkScripts/ScanNet200/ of a ScanNet/ScanNet checkout (holds "
+                             "preprocess_scannet200.py); omit to skip the comparison")
+    parser.add_argument("--official-commit", default="not given",
+                        help="ScanNet/ScanNet commit of --official-dir, only recorded in the report "
+                             f"(the committed report used {REFERENCE_COMMIT})")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per side, after one warm-up (default 5)")
     parser.add_argument("--report", type=Path, default=PROJECT_ROOT / "results" / "bench" / "preprocess.md")
     args = parser.parse_args()
+    if args.official_dir is not None and not (args.official_dir / "preprocess_scannet200.py").is_file():
+        parser.error(f"--official-dir {args.official_dir} holds no preprocess_scannet200.py")
 
     with tempfile.TemporaryDirectory(prefix="lgseg-bench-") as tmp:
         tmp = Path(tmp)
@@ -254,8 +274,8 @@ def main() -> None:
                        and np.array_equal(np.load(ours_dir / "instance.npy"), scene.instance))
         rss = peak_rss_ours(raw_dir, tmp / "ours_rss", tsv)
         official = comparison = official_rss_kib = None
-        if args.official_runner is not None:
-            official, official_rss_kib = run_official(args.official_runner, raw_dir, tmp / "official", tsv,
+        if args.official_dir is not None:
+            official, official_rss_kib = run_official(args.official_dir.resolve(), raw_dir, tmp / "official", tsv,
                                                       args.repeats)
             comparison = compare(tmp / "official" / "train" / f"{SCENE_ID}.ply", ours_dir)
 
@@ -263,8 +283,8 @@ def main() -> None:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)
     print(table(ours, official, comparison, rss, official_rss_kib))
-    if args.official_runner is None:
-        print("official comparison skipped: --official-runner not given")
+    if args.official_dir is None:
+        print("official comparison skipped: --official-dir not given")
     print(f"report written to {args.report}")
 
 

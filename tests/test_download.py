@@ -137,7 +137,7 @@ def test_missing_file_is_reported_others_complete_exit_nonzero(tmp_path, server,
                              "--out", str(out), "--scenes", *_scenes(), "--backoff", "0.01",
                              "--manifest", str(tmp_path / "m.json")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert f"1 of 15 files could not be downloaded" in result.stderr
+    assert "1 of 15 files could not be downloaded" in result.stderr
     assert f"{scene}.aggregation.json: HTTP 404" in result.stderr
     assert "download 15/15 files" in result.stderr  # one progress bar over files and bytes
     assert len([p for p in out.rglob("*") if p.is_file()]) == 14 and not (tmp_path / "m.json").exists()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 
 import numba
 import numpy as np
-from tqdm import tqdm
-
 from lgseg.data.store import read_scene
 from lgseg.fileio import atomic_file
+from lgseg.parallel import map_with_progress
 
 
 @numba.njit(cache=True)
@@ -76,19 +74,7 @@ def write_annotation_masks(scene_folders: list[Path], ratio: float, out: str | P
                            workers: int = 1) -> dict[str, np.ndarray]:
     """Compute masks for the given processed scenes and store them as one `.npz` (scene id -> indices)."""
     jobs = [(str(folder), ratio, min_points) for folder in scene_folders]
-    bar = tqdm(total=len(jobs), desc=f"annotation masks {ratio:g}", unit="scene")
-    masks = {}
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for scene_id, kept in pool.imap_unordered(_mask_one, jobs):
-                masks[scene_id] = kept
-                bar.update(1)
-    else:
-        for job in jobs:
-            scene_id, kept = _mask_one(job)
-            masks[scene_id] = kept
-            bar.update(1)
-    bar.close()
+    masks = dict(map_with_progress(_mask_one, jobs, workers, f"annotation masks {ratio:g}"))
     with atomic_file(out) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **{scene: masks[scene] for scene in sorted(masks)})

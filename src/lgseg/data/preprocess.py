@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from pathlib import Path
-
-from tqdm import tqdm
 
 from lgseg.data.store import write_scene
 from lgseg.errors import DataError
 from lgseg.fileio import write_json
+from lgseg.parallel import map_with_progress
 from lgseg.scannet.labels import LABEL_TSV_NAME, read_label_table
 from lgseg.scannet.raw import find_scene_dir, read_scene
 from lgseg.scannet.splits import official_split
@@ -61,15 +59,8 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, scenes: list[str] | Non
     scenes = list(scenes) if scenes else discover_scenes(raw_dir)
     jobs = [(str(raw_dir), str(out_dir), scene) for scene in scenes]
     records, failures = [], []
-    progress = tqdm(total=len(jobs), desc="preprocess", unit="scene")
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), _init_worker,
-                                                        (class_index_of_label,)) as pool:
-            results = list(_progress(pool.imap_unordered(_run_one, jobs), progress))
-    else:
-        _init_worker(class_index_of_label)
-        results = list(_progress(map(_run_one, jobs), progress))
-    progress.close()
+    results = list(map_with_progress(_run_one, jobs, workers, "preprocess", initializer=_init_worker,
+                                     initargs=(class_index_of_label,)))
     for scene_id, record, error in sorted(results, key=lambda r: r[0]):
         if error:
             failures.append(error)
@@ -81,9 +72,3 @@ def preprocess(raw_dir: str | Path, out_dir: str | Path, scenes: list[str] | Non
     if manifest:
         write_json(manifest, {"raw_dir": str(raw_dir), "scenes": records})
     return records
-
-
-def _progress(results, bar):
-    for result in results:
-        bar.update(1)
-        yield result

@@ -9,7 +9,6 @@ lists, so the official split lookup applies unchanged; a scene is a deterministi
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 import zlib
 from dataclasses import dataclass, field
@@ -17,9 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
 from lgseg.fileio import atomic_dir
+from lgseg.parallel import map_with_progress
 from lgseg.scannet.labels import IGNORE_INDEX, LABEL_TSV_NAME, read_label_table, resource_path, scannet200
 from lgseg.scannet.ply import write_ply
 from lgseg.scannet.raw import AGGREGATION_SUFFIX, MESH_SUFFIX, META_SUFFIX, SEGS_SUFFIX, apply_transform
@@ -281,14 +279,13 @@ def generate_scene(scene_id: str, settings: DemoSettings = DemoSettings()) -> De
                     supports.append((rotated[:, 2].max(), centre - half, centre + half))
                 add(class_index, rotated + [centre[0], centre[1], 0], faces)
                 break
-    return _assemble(scene_id, objects, rng, choices, outside_labels, sp)
+    return _assemble(scene_id, objects, rng, choices, outside_labels)
 
 
-def _assemble(scene_id, objects, rng, choices, outside_labels, spacing) -> DemoScene:
+def _assemble(scene_id, objects, rng, choices, outside_labels) -> DemoScene:
     """Colour, over-segment and annotate the objects; hide the room behind a random axisAlignment."""
     catalogue = class_catalogue()
-    coords, colors, faces, segment_keys, groups = [], [], [], [], []
-    segment, instance = [], []
+    coords, colors, faces, segment_keys, groups, segment = [], [], [], [], [], []
     offset = 0
     for k, (class_index, verts, tri) in enumerate(objects):
         look = catalogue[class_index]
@@ -382,12 +379,5 @@ def write_demo_dataset(out_dir: str | Path, settings: DemoSettings = DemoSetting
     shutil.copyfile(resource_path(LABEL_TSV_NAME), out_dir / LABEL_TSV_NAME)
     ids = demo_scene_ids(settings)
     jobs = [(str(out_dir), sid, split != "test", settings) for split, scenes in ids.items() for sid in scenes]
-    with tqdm(total=len(jobs), desc="demo scenes", unit="scene") as bar:
-        if workers > 1:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                for _ in pool.imap_unordered(_generate_one, jobs):
-                    bar.update(1)
-        else:
-            for job in jobs:
-                _generate_one(job)
-                bar.update(1)
+    for _ in map_with_progress(_generate_one, jobs, workers, "demo scenes"):
+        pass
