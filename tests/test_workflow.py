@@ -112,3 +112,14 @@ def test_download_rule_runs_first_only_when_enabled(tmp_path):
     (tmp_path / "dl.yaml").write_text(yaml.safe_dump(config))
     result = _run(["-n", "--configfile", str(tmp_path / "dl.yaml")], tmp_path, timeout=120)
     assert result.returncode == 0 and "download_scannet" not in result.stdout
+
+
+def test_rule_env_has_the_packages_pip_installs():
+    import tomllib
+
+    conda_name = {"torch": "pytorch"}
+    pip_deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    expected = {conda_name.get(name, name) + spec for name, spec in
+                (re.match(r"([A-Za-z0-9_-]+)(.*)", dep).groups() for dep in pip_deps) if name != "snakemake"}
+    env = yaml.safe_load((REPO / "envs" / "core.yaml").read_text())["dependencies"]
+    assert expected == {d for d in env if not d.startswith("python=")}

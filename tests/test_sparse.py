@@ -1,0 +1,201 @@
+"""Sparse backend against dense torch convolutions (values and gradients, float64), maps, and the U-Net."""
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lgseg.models import Res16UNet
+from lgseg.sparse import get_backend
+from lgseg.sparse.functional import SparseConvolution as SparseConvolutionFunction
+from lgseg.sparse.tensor import CoordinateManager, SparseTensor, kernel_offsets
+from lgseg.sparse.torch_backend import SparseConvolution
+
+GRID = 6
+HAS_MINKOWSKI = importlib.util.find_spec("MinkowskiEngine") is not None
+
+
+def _random_grid(seed, channels, occupancy=0.4, grid=GRID):
+    g = torch.Generator().manual_seed(seed)
+    active = torch.nonzero(torch.rand(grid, grid, grid, generator=g) < occupancy)
+    coords = torch.cat([torch.zeros(len(active), 1, dtype=torch.long), active], 1)
+    features = torch.randn(len(active), channels, generator=g, dtype=torch.float64)
+    return coords, features
+
+
+def _dense(coords, features, grid=GRID, stride=1):
+    dense = torch.zeros(1, features.shape[1], grid, grid, grid, dtype=features.dtype)
+    x, y, z = (coords[:, 1:] // stride).T
+    dense[0, :, x, y, z] = features.T
+    return dense
+
+
+def _at(dense, coords, stride=1):
+    x, y, z = (coords[:, 1:] // stride).T
+    return dense[0, :, x, y, z].T
+
+
+def _kernel_from_dense(weight, transpose=False):
+    """Dense weight (C_out, C_in, kx, ky, kz) [or (C_in, C_out, ...) transposed] -> our (K, C_in, C_out), x fastest."""
+    order = (4, 3, 2, 0, 1) if transpose else (4, 3, 2, 1, 0)
+    k = weight.shape[2]
+    return weight.permute(*order).reshape(k ** 3, weight.shape[0 if transpose else 1],
+                                          weight.shape[1 if transpose else 0]).contiguous()
+
+
+def test_kernel_order_is_minkowski_order():
+    offsets = kernel_offsets(3, tensor_stride=1)
+    for j, (dx, dy, dz) in enumerate(offsets.tolist()):
+        assert j == (dz + 1) * 9 + (dy + 1) * 3 + (dx + 1)
+    assert kernel_offsets(2, tensor_stride=4).tolist()[:3] == [[0, 0, 0], [4, 0, 0], [0, 4, 0]]
+
+
+def test_submanifold_conv_matches_dense_conv3d_values_and_gradients():
+    coords, features = _random_grid(0, 2)
+    weight = torch.randn(3, 2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    features.requires_grad_(True)
+    dense_in = _dense(coords, features)
+    dense_out = _at(F.conv3d(dense_in, weight, padding=1), coords)
+    conv = SparseConvolution(2, 3, kernel_size=3).double()
+    with torch.no_grad():
+        conv.kernel.copy_(_kernel_from_dense(weight.detach()))
+    sparse_out = conv(SparseTensor.from_coords(coords, features)).features
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(dense_out)
+    grad_f_dense, grad_w_dense = torch.autograd.grad((dense_out * upstream).sum(), [features, weight])
+    grad_f_sparse, grad_k_sparse = torch.autograd.grad((sparse_out * upstream).sum(), [features, conv.kernel])
+    torch.testing.assert_close(grad_f_sparse, grad_f_dense, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_k_sparse, _kernel_from_dense(grad_w_dense), rtol=1e-12, atol=1e-12)
+
+
+def test_strided_and_transposed_conv_match_dense_values_and_gradients():
+    coords, features = _random_grid(1, 2)
+    features.requires_grad_(True)
+    w_down = torch.randn(4, 2, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    w_up = torch.randn(4, 3, 2, 2, 2, dtype=torch.float64, requires_grad=True)  # (C_in, C_out, ...)
+    down = SparseConvolution(2, 4, kernel_size=2, stride=2).double()
+    up = SparseConvolution(4, 3, kernel_size=2, stride=2, transpose=True).double()
+    with torch.no_grad():
+        down.kernel.copy_(_kernel_from_dense(w_down.detach()))
+        up.kernel.copy_(_kernel_from_dense(w_up.detach(), transpose=True))
+    coarse = down(SparseTensor.from_coords(coords, features))
+    fine = up(coarse)
+    assert coarse.stride == 2 and fine.stride == 1 and torch.equal(fine.coords, coords)
+    dense_coarse = F.conv3d(_dense(coords, features), w_down, stride=2)
+    torch.testing.assert_close(coarse.features, _at(dense_coarse, coarse.coords, stride=2), rtol=1e-12, atol=1e-12)
+    assert torch.count_nonzero(dense_coarse.abs().sum(1)) == len(coarse.coords)  # no coarse voxel missing
+    dense_fine = F.conv_transpose3d(dense_coarse, w_up, stride=2)
+    torch.testing.assert_close(fine.features, _at(dense_fine, coords), rtol=1e-12, atol=1e-12)
+    upstream = torch.randn_like(fine.features)
+    grads_sparse = torch.autograd.grad((fine.features * upstream).sum(), [features, down.kernel, up.kernel])
+    grads_dense = torch.autograd.grad((_at(dense_fine, coords) * upstream).sum(), [features, w_down, w_up])
+    torch.testing.assert_close(grads_sparse[0], grads_dense[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads_sparse[1], _kernel_from_dense(grads_dense[1]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads_sparse[2], _kernel_from_dense(grads_dense[2], transpose=True), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_pointwise_conv_with_bias_is_a_linear_map():
+    coords, features = _random_grid(2, 5)
+    conv = SparseConvolution(5, 7, kernel_size=1, bias=True).double()
+    assert conv.kernel.shape == (5, 7) and conv.bias.shape == (1, 7)
+    out = conv(SparseTensor.from_coords(coords, features)).features
+    torch.testing.assert_close(out, features @ conv.kernel + conv.bias)
+
+
+def test_gradcheck_of_the_custom_function():
+    coords, features = _random_grid(3, 2, grid=4)
+    manager = CoordinateManager(coords)
+    maps = manager.kernel_map(1, 1, 3)
+    kernel = torch.randn(27, 2, 3, dtype=torch.float64, requires_grad=True)
+    features.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f, k: SparseConvolutionFunction.apply(f, k, maps, len(coords)),
+                                    (features, kernel))
+
+
+def test_stride_maps_round_trip():
+    coords, _ = _random_grid(4, 1, occupancy=0.3, grid=8)
+    coords[:, 0] = torch.arange(len(coords)) % 2  # two batch items
+    manager = CoordinateManager(coords)
+    coarse_stride = manager.downsampled(1, 2)
+    coarse = manager.coords(coarse_stride)
+    expected = torch.unique(torch.cat([coords[:, :1], coords[:, 1:] // 2 * 2], 1), dim=0)
+    assert torch.equal(coarse, expected)
+    maps = manager.kernel_map(1, coarse_stride, 2)
+    fine_rows = torch.cat([pair[0] for pair in maps])
+    coarse_rows = torch.cat([pair[1] for pair in maps])
+    assert torch.equal(torch.sort(fine_rows).values, torch.arange(len(coords)))  # every fine voxel exactly once
+    parent = torch.cat([coords[fine_rows, :1], coords[fine_rows, 1:] // 2 * 2], 1)
+    assert torch.equal(parent, coarse[coarse_rows])  # ... mapped to its own parent, within its batch item
+    assert manager.downsampled(1, 2) == 2 and manager.coords(2) is coarse  # cached
+
+
+def _scene(n=3000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.unique(torch.randint(0, 40, (n, 3), generator=g), dim=0)
+    coords = torch.cat([torch.randint(0, 2, (len(coords), 1), generator=g), coords], 1)
+    coords = torch.unique(coords, dim=0)
+    return coords, torch.randn(len(coords), 3, generator=g)
+
+
+@pytest.mark.parametrize("variant, feature_dim, width", [("Res16UNet14Tiny", None, 16), ("Res16UNet34C", None, 96),
+                                                         ("Res16UNet14Tiny", 384, 384)])
+def test_unet_output_width_and_no_final_relu(variant, feature_dim, width):
+    backend = get_backend("torch")
+    torch.manual_seed(0)
+    model = Res16UNet(backend, variant, feature_dim=feature_dim)
+    coords, features = _scene()
+    out = model(backend.input_tensor(coords, features))
+    assert out.features.shape == (len(coords), width) and torch.equal(out.coords, coords)
+    assert out.features.min() < 0  # no ReLU on the last block
+    logits = Res16UNet(backend, variant, num_classes=200)(backend.input_tensor(coords, features))
+    assert logits.features.shape == (len(coords), 200)
+
+
+def test_res16unet34c_has_the_known_parameter_count():
+    model = Res16UNet(get_backend("torch"), "Res16UNet34C", num_classes=20)
+    assert sum(p.numel() for p in model.parameters()) == 37_846_644  # MinkUNet34C, 3 in / 20 out
+
+
+def test_checkpoint_round_trip_reproduces_outputs(tmp_path):
+    backend = get_backend("torch")
+    torch.manual_seed(1)
+    model = Res16UNet(backend, "Res16UNet14Tiny", num_classes=5).eval()
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    fresh = Res16UNet(backend, "Res16UNet14Tiny", num_classes=5).eval()
+    fresh.load_state_dict(torch.load(tmp_path / "model.pt"))
+    coords, features = _scene(seed=2)
+    torch.testing.assert_close(fresh(backend.input_tensor(coords, features)).features,
+                               model(backend.input_tensor(coords, features)).features)
+
+
+def test_unknown_backend_and_variant_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown sparse backend 'spconv'"):
+        get_backend("spconv")
+    with pytest.raises(ValueError, match="unknown model variant 'Res99'"):
+        Res16UNet(get_backend("torch"), "Res99")
+
+
+@pytest.mark.skipif(not HAS_MINKOWSKI, reason="MinkowskiEngine is not installed (bash envs/install_minkowski.sh)")
+@pytest.mark.parametrize("variant", ["Res16UNet14Tiny", "Res16UNet34C"])
+def test_whole_network_agrees_with_minkowski_engine(variant):
+    ours, theirs = get_backend("torch"), get_backend("minkowski")
+    torch.manual_seed(3)
+    model_ours = Res16UNet(ours, variant, num_classes=7).double().eval()
+    model_me = Res16UNet(theirs, variant, num_classes=7).double().eval()
+    state = model_ours.state_dict()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in model_me.state_dict().items()}
+    model_me.load_state_dict(state)
+    coords, features = _scene(n=2000, seed=4)
+    features = features.double()
+    out_ours = model_ours(ours.input_tensor(coords, features))
+    out_me = model_me(theirs.input_tensor(coords, features))
+    me_coords = theirs.coordinates(out_me).long()
+    order = torch.argsort(_keys(me_coords))
+    ours_order = torch.argsort(_keys(coords))
+    torch.testing.assert_close(theirs.features(out_me)[order], out_ours.features[ours_order], rtol=1e-9, atol=1e-9)
+
+
+def _keys(coords):
+    return ((coords[:, 0] * 1000 + coords[:, 1]) * 1000 + coords[:, 2]) * 1000 + coords[:, 3]
