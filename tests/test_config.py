@@ -21,6 +21,8 @@ def test_defaults_are_filled_and_shipped_configs_are_valid():
     assert validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA) == config
     real = validate_config(yaml.safe_load((REPO / "workflow/configs/scannet200.yaml").read_text()), SCHEMA)
     assert real["dataset"]["source"] == "scannet" and real["scannet"]["raw_dir"]
+    assert real["model"] == {"backend": "minkowski", "variant": "Res16UNet34D"}
+    assert config["model"] == {"backend": "torch", "variant": "Res16UNet14Tiny"}
 
 
 @pytest.mark.parametrize("config, key", [
@@ -30,6 +32,7 @@ def test_defaults_are_filled_and_shipped_configs_are_valid():
     ({"preprocess": {"workers": "two"}}, "'preprocess.workers': 'two' is not of type 'integer'"),
     ({"dataset": {"source": "scannet"}}, "'scannet.raw_dir' is missing"),
     ({"dataset": {"source": "scanet"}}, "'dataset.source': 'scanet' is not one of"),
+    ({"model": {"backend": "spconv"}}, "'model.backend': 'spconv' is not one of"),
 ])
 def test_mistakes_name_the_key(config, key):
     with pytest.raises(ConfigError) as err:

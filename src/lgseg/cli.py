@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from lgseg.errors import ConfigError, DataError
 
@@ -78,6 +79,71 @@ def _plot_class_stats(args) -> None:
     plot_class_distribution(pd.read_csv(args.stats), args.out, title=args.title)
 
 
+def _train(args) -> None:
+    from lgseg.config import load_config
+    from lgseg.fileio import write_json
+    from lgseg.train.engine import train
+
+    summary = train(load_config(args.config), args.experiment, args.run_dir, resume=args.resume)
+    if args.summary:
+        write_json(args.summary, summary)
+
+
+def _run_model(args, split: str):
+    """The config, the run's best model and a dataset of `split` (no augmentation)."""
+    from lgseg.config import load_config
+    from lgseg.data.dataset import SceneDataset
+    from lgseg.scannet.labels import scannet200
+    from lgseg.scannet.splits import read_scene_list
+    from lgseg.train.checkpoint import load_checkpoint
+    from lgseg.train.engine import BEST, build_model, device_for_training, processed_root
+
+    config = load_config(args.config)
+    device = device_for_training()
+    model = build_model(config["model"], scannet200().num_classes, config["train"]["seed"]).to(device)
+    model.load_state_dict(load_checkpoint(Path(args.run_dir) / BEST, map_location=device)["model"])
+    root = processed_root(config)
+    dataset = SceneDataset(root, split, read_scene_list(root / "splits" / f"{split}.txt"),
+                           config["train"]["voxel_size"])
+    return config, model, dataset, device
+
+
+def _evaluate(args) -> None:
+    from lgseg.evaluate.semantic import write_metrics
+    from lgseg.train.engine import confusions
+
+    config, model, dataset, device = _run_model(args, args.split)
+    vertex, voxel = confusions(model, dataset, device, config["train"]["workers"], desc=f"evaluate {args.split}")
+    write_metrics(args.out, vertex, voxel,
+                  info={"run_dir": str(args.run_dir), "split": args.split, "dataset": config["dataset"]["name"]})
+
+
+def _export_benchmark(args) -> None:
+    from lgseg.evaluate.benchmark_format import export_predictions
+    from lgseg.train.engine import predict_scenes
+
+    config, model, dataset, device = _run_model(args, args.split)
+    for scene_id, _, _, _, vertex_pred in predict_scenes(model, dataset, device, config["train"]["workers"],
+                                                         desc="export"):
+        export_predictions(args.out, scene_id, vertex_pred)
+
+
+def _evaluate_benchmark(args) -> None:
+    from lgseg.evaluate.benchmark_format import evaluate_benchmark, format_benchmark_result, write_benchmark_result
+
+    result = evaluate_benchmark(args.pred, args.gt)
+    print(format_benchmark_result(result))
+    if args.out:
+        write_benchmark_result(args.out, result)
+
+
+def _table1(args) -> None:
+    from lgseg.report.tables import write_table1
+
+    runs = dict(item.split("=", 1) for item in args.runs)
+    write_table1(runs, args.out, args.markdown, args.dataset)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lgseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +213,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-list", required=True)
     p.add_argument("--out", required=True, help="csv to write")
     p.set_defaults(run=_class_stats)
+
+    p = commands.add_parser("train", help="train one experiment of the config (resumable)")
+    p.add_argument("--config", nargs="+", required=True, help="config files, merged in order (later ones win)")
+    p.add_argument("--experiment", required=True, help="a key of `experiments` in the config")
+    p.add_argument("--run-dir", required=True, help="folder for last.pt, best.pt and dvclive/")
+    p.add_argument("--resume", choices=["auto", "never"], default="auto",
+                   help="auto: continue from RUN_DIR/last.pt when present")
+    p.add_argument("--summary", help="JSON written when training has finished")
+    p.set_defaults(run=_train)
+
+    for name, helptext in (("evaluate", "semantic metrics of a run's best checkpoint (both protocols)"),
+                           ("export-benchmark", "write ScanNet200 benchmark files (<scene>.txt, raw id per vertex)")):
+        p = commands.add_parser(name, help=helptext)
+        p.add_argument("--config", nargs="+", required=True)
+        p.add_argument("--run-dir", required=True)
+        p.add_argument("--split", default="val" if name == "evaluate" else "test")
+        p.add_argument("--out", required=True, help="metrics.json" if name == "evaluate" else "output folder")
+        p.set_defaults(run=_evaluate if name == "evaluate" else _export_benchmark)
+
+    p = commands.add_parser("evaluate-benchmark", help="evaluate benchmark files as ScanNet's official script does")
+    p.add_argument("--pred", required=True, help="folder of predicted <scene>.txt")
+    p.add_argument("--gt", required=True, help="folder of ground-truth <scene>.txt (raw ids, 0 = unannotated)")
+    p.add_argument("--out", help="JSON to write")
+    p.set_defaults(run=_evaluate_benchmark)
+
+    p = commands.add_parser("table1", help="results/table1.csv and .md from runs' metrics.json")
+    p.add_argument("--runs", nargs="+", required=True, help="LABEL=path/to/metrics.json, one per method")
+    p.add_argument("--out", required=True, help="csv to write")
+    p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
+    p.add_argument("--dataset", required=True)
+    p.set_defaults(run=_table1)
 
     p = commands.add_parser("plot-class-stats", help="Fig. 4: class distribution (log scale, head/common/tail)")
     p.add_argument("--stats", required=True, help="csv from class-stats")

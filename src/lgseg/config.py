@@ -11,12 +11,43 @@ import yaml
 from lgseg.errors import ConfigError
 
 
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
 def _fill_defaults(config: dict, schema: dict) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
         if isinstance(config.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(config[key], sub)
+    if isinstance(schema.get("additionalProperties"), dict):
+        for key, value in config.items():
+            if key not in schema.get("properties", {}) and isinstance(value, dict):
+                _fill_defaults(value, schema["additionalProperties"])
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """Snakemake's rule for several config files: nested dicts merge, everything else is replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def load_config(files: list[str | Path], schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Merge YAML config files in order (later ones win, as with `snakemake --configfile`) and validate."""
+    merged: dict = {}
+    for path in files:
+        try:
+            content = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        _merge(merged, content)
+    return validate_config(merged, schema_path)
 
 
 def _key_path(path) -> str:

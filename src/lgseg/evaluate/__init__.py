@@ -1,0 +1,1 @@
+"""Evaluation of predictions: semantic segmentation metrics and ScanNet200 benchmark files."""

@@ -1,0 +1,1 @@
+"""One training engine for every model of the paper, with atomic checkpoints and resume."""

@@ -1,0 +1,178 @@
+"""The training loop: SGD + MultiStep schedule per epoch, val every N epochs, atomic checkpoints, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lgseg.data.augment import DEFAULT_STEPS
+from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset, collate
+from lgseg.errors import ConfigError
+from lgseg.evaluate.semantic import ConfusionAccumulator, semantic_metrics
+from lgseg.models import Res16UNet
+from lgseg.scannet.labels import IGNORE_INDEX, scannet200
+from lgseg.scannet.splits import read_scene_list
+from lgseg.sparse import get_backend
+from lgseg.train.checkpoint import load_checkpoint, load_matching_weights, save_checkpoint
+
+log = logging.getLogger(__name__)
+LAST, BEST = "last.pt", "best.pt"
+
+
+def processed_root(config: dict) -> Path:
+    return Path(config["data_dir"]) / "processed" / config["dataset"]["name"]
+
+
+def run_settings(config: dict, experiment: str) -> dict:
+    """The part of the config a run depends on; its hash guards resuming with changed settings."""
+    if experiment not in config["experiments"]:
+        raise ConfigError(f"config key 'experiments.{experiment}' is missing; experiments defined: "
+                          f"{', '.join(config['experiments'])}")
+    return {"dataset": config["dataset"]["name"], "model": config["model"], "train": config["train"],
+            "experiment": config["experiments"][experiment]}
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_model(model_config: dict, num_classes: int | None, seed: int) -> Res16UNet:
+    torch.manual_seed(seed)
+    return Res16UNet(get_backend(model_config["backend"]), model_config["variant"], num_classes=num_classes)
+
+
+def device_for_training() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_datasets(config: dict, experiment: dict) -> tuple[SceneDataset, SceneDataset]:
+    root, train_cfg = processed_root(config), config["train"]
+    annotated = None
+    if experiment["annotation_ratio"] < 1:
+        mask_file = root / "masks" / f"annotated_{experiment['annotation_ratio']:g}.npz"
+        with np.load(mask_file) as masks:
+            annotated = {scene: masks[scene] for scene in masks.files}
+    steps = train_cfg["augmentations"] if train_cfg["augmentations"] is not None else DEFAULT_STEPS
+    train_set = SceneDataset(root, "train", read_scene_list(root / "splits" / "train.txt"), train_cfg["voxel_size"],
+                             augmentations=steps, annotated=annotated, seed=train_cfg["seed"])
+    val_set = SceneDataset(root, "val", read_scene_list(root / "splits" / "val.txt"), train_cfg["voxel_size"])
+    return train_set, val_set
+
+
+def predict_scenes(model: torch.nn.Module, dataset: SceneDataset, device: torch.device, workers: int = 0,
+                   desc: str = "predict"):
+    """Yield (scene id, voxel labels, voxel predictions, vertex labels, vertex predictions) scene by scene."""
+    backend = model.backend
+    loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=workers)
+    model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, unit="scene", leave=False):
+            out = model(backend.input_tensor(batch["coords"].to(device), batch["features"].to(device)))
+            voxel_pred = backend.features(out).argmax(1).cpu()
+            if backend.name == "minkowski":  # MinkowskiEngine may reorder rows: restore the input order
+                voxel_pred = _reorder_to_input(backend.coordinates(out).cpu(), batch["coords"], voxel_pred)
+            inverse = batch["inverse"][0]
+            yield (batch["scene_ids"][0], batch["labels"].numpy(), voxel_pred.numpy(),
+                   batch["vertex_labels"][0].numpy(), voxel_pred[inverse].numpy())
+    model.train()
+
+
+def _reorder_to_input(out_coords, in_coords, values):
+    def keys(c):
+        c = c.long()
+        return ((c[:, 0] * (1 << 20) + c[:, 1]) * (1 << 20) + c[:, 2]) * (1 << 20) + c[:, 3]
+    out_keys, order = torch.sort(keys(out_coords))
+    return values[order[torch.searchsorted(out_keys, keys(in_coords))]]
+
+
+def confusions(model, dataset, device, workers, desc="val") -> tuple[np.ndarray, np.ndarray]:
+    """Confusion matrices over a dataset: per mesh vertex (official protocol) and per voxel (LGS protocol)."""
+    vertex, voxel = ConfusionAccumulator(), ConfusionAccumulator()
+    for _, voxel_gt, voxel_pred, vertex_gt, vertex_pred in predict_scenes(model, dataset, device, workers, desc):
+        voxel.add(voxel_gt, voxel_pred)
+        vertex.add(vertex_gt, vertex_pred)
+    return vertex.matrix, voxel.matrix
+
+
+def train(config: dict, experiment: str, run_dir: str | Path, resume: str = "auto") -> dict:
+    """Train one experiment into `run_dir` (last.pt, best.pt, dvclive/); resume from last.pt when asked."""
+    from dvclive import Live
+
+    settings = run_settings(config, experiment)
+    train_cfg, exp_cfg = config["train"], config["experiments"][experiment]
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = device_for_training()
+    use_amp = train_cfg["amp"] == "on" or (train_cfg["amp"] == "auto" and device.type == "cuda")
+    train_set, val_set = make_datasets(config, exp_cfg)
+    model = build_model(config["model"], scannet200().num_classes, train_cfg["seed"]).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
+                                dampening=train_cfg["dampening"], weight_decay=train_cfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, train_cfg["milestones"], train_cfg["gamma"])
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    start_epoch, best_miou = 0, -1.0
+    if resume == "auto" and (run_dir / LAST).exists():
+        state = load_checkpoint(run_dir / LAST)
+        if state["settings_hash"] != settings_hash(settings):
+            raise ConfigError(f"{run_dir / LAST}: written with other settings; delete the run folder or use "
+                              "--resume never to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_miou = state["epoch"], state["best_miou"]
+        log.info("resuming %s after epoch %d", run_dir / LAST, start_epoch)
+    elif exp_cfg["init"]:
+        load_matching_weights(model, load_checkpoint(exp_cfg["init"])["model"])
+    sampler = PointBudgetBatchSampler(train_set.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
+                                      shuffle=True, seed=train_cfg["seed"])
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    backend = model.backend
+    epochs = train_cfg["epochs"]
+    with Live(str(run_dir / "dvclive"), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=None) as live:
+        for epoch in range(start_epoch, epochs):
+            train_set.epoch = sampler.epoch = epoch
+            loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
+                                num_workers=train_cfg["workers"])
+            losses, correct, labelled = [], 0, 0
+            for batch in tqdm(loader, desc=f"{experiment} epoch {epoch + 1}/{epochs}", unit="batch"):
+                labels = batch["labels"].to(device)
+                with torch.autocast(device.type, enabled=use_amp):
+                    x = backend.input_tensor(batch["coords"].to(device), batch["features"].to(device))
+                    logits = backend.features(model(x))
+                    loss = criterion(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(loss.item())
+                valid = labels != IGNORE_INDEX
+                correct += int((logits.argmax(1)[valid] == labels[valid]).sum())
+                labelled += int(valid.sum())
+            scheduler.step()
+            live.log_metric("train/loss", float(np.mean(losses)))
+            live.log_metric("train/accuracy", correct / max(labelled, 1))
+            live.log_metric("train/lr", optimizer.param_groups[0]["lr"])
+            last_epoch = epoch + 1 == epochs
+            if (epoch + 1) % train_cfg["val_every"] == 0 or last_epoch:
+                metrics = semantic_metrics(*confusions(model, val_set, device, train_cfg["workers"]))
+                miou = metrics["official"]["mean"]["iou"]["all"] or 0.0  # None: no val class in the ground truth
+                live.log_metric("val/miou", miou)
+                live.log_metric("val/miou_lgs", metrics["lgs"]["mean"]["iou"]["all"] or 0.0)
+                log.info("epoch %d: loss %.4f, val mIoU %.4f", epoch + 1, np.mean(losses), miou)
+                if miou > best_miou:
+                    best_miou = miou
+                    save_checkpoint(run_dir / BEST, model=model.state_dict(), epoch=epoch + 1, val_miou=miou,
+                                    settings=settings, settings_hash=settings_hash(settings))
+            if (epoch + 1) % train_cfg["checkpoint_every"] == 0 or last_epoch:
+                save_checkpoint(run_dir / LAST, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                scheduler=scheduler.state_dict(), epoch=epoch + 1, best_miou=best_miou,
+                                settings=settings, settings_hash=settings_hash(settings))
+            live.next_step()
+    return {"epochs": epochs, "best_val_miou": best_miou}
