@@ -23,12 +23,14 @@ config = validate_config(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
+        f"{RESULTS}/table1.csv",
         f"{RESULTS}/figures/fig4_class_distribution.png",
         f"{PROCESSED}/class_stats.csv",
         expand(f"{PROCESSED}/masks/annotated_{{ratio}}.npz", ratio=RATIOS),

@@ -1,5 +1,7 @@
 """Paths and scene lists shared by the rules; everything derives from the validated config."""
 
+import json
+
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.scannet.splits import official_scene_lists
 
@@ -67,3 +69,30 @@ def raw_source(wildcards):
 def processed_root(wildcards, input):
     """The processed store root, from a split list input `<root>/splits/<split>.txt`."""
     return os.path.dirname(os.path.dirname(input[0]))
+
+
+RUNS = f"runs/{DATASET}"
+EXPERIMENTS = list(config["experiments"])
+
+
+def run_config(wildcards):
+    """The settings one training run depends on, as JSON (written into the run folder; a change re-runs it)."""
+    keys = ("data_dir", "dataset", "scannet", "model", "train")
+    part = {key: config[key] for key in keys}
+    part["experiments"] = {
+        wildcards.experiment: config["experiments"][wildcards.experiment]
+    }
+    return json.dumps(part, sort_keys=True)
+
+
+def training_inputs(wildcards):
+    """Split lists, plus the annotation mask when the experiment uses limited annotations."""
+    ratio = config["experiments"][wildcards.experiment]["annotation_ratio"]
+    inputs = [f"{PROCESSED}/splits/train.txt", f"{PROCESSED}/splits/val.txt"]
+    if ratio < 1:
+        inputs.append(f"{PROCESSED}/masks/annotated_{ratio:g}.npz")
+    return inputs
+
+
+def experiment_label(name):
+    return config["experiments"][name].get("label", name)

@@ -3,6 +3,27 @@
 
 localrules:
     figure_class_distribution,
+    table1,
+
+
+rule table1:
+    input:
+        expand(f"{RUNS}/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
+    output:
+        csv=f"{RESULTS}/table1.csv",
+        markdown=f"{RESULTS}/table1.md",
+    log:
+        f"{LOGS}/table1.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        runs=lambda wildcards, input: " ".join(
+            f"{experiment_label(e)!r}={path}" for e, path in zip(EXPERIMENTS, input)
+        ),
+        dataset=DATASET,
+    shell:
+        "python -m lgseg table1 --runs {params.runs} --out {output.csv} --markdown {output.markdown}"
+        " --dataset {params.dataset} 2> {log}"
 
 
 rule figure_class_distribution:

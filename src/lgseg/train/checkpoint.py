@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
         raise DataError(path, "checkpoint not found", "train the run first or fix the path") from None
-    except (RuntimeError, EOFError, ValueError) as err:
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise DataError(path, f"unreadable checkpoint ({err})", "delete it and re-run training") from None
 
 
