@@ -141,3 +141,28 @@ def test_rule_env_has_the_packages_pip_installs():
                 (re.match(r"([A-Za-z0-9_-]+)(.*)", dep).groups() for dep in pip_deps) if name != "snakemake"}
     env = yaml.safe_load((REPO / "envs" / "core.yaml").read_text())["dependencies"]
     assert expected == {d for d in env if not d.startswith("python=")}
+
+
+def test_benchmark_files_of_the_demo_run_score_like_metrics_json(demo_run, tmp_path):
+    from lgseg.evaluate.benchmark_format import export_ground_truth
+
+    work, settings, _ = demo_run
+    run = work / "runs" / "demo" / "scratch"
+    exported = subprocess.run([sys.executable, "-m", "lgseg", "export-benchmark", "--config", str(run / "config.json"),
+                               "--run-dir", str(run), "--split", "val", "--out", str(tmp_path / "pred")],
+                              cwd=work, capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    for scene in demo_scene_ids(settings)["val"]:
+        export_ground_truth(tmp_path / "gt", scene, np.load(work / "data/processed/demo/val" / scene / "segment.npy"))
+        lines = (tmp_path / "pred" / f"{scene}.txt").read_text().split()
+        assert len(lines) == len(np.load(work / "data/processed/demo/val" / scene / "coord.npy"))
+    scored = subprocess.run([sys.executable, "-m", "lgseg", "evaluate-benchmark", "--pred", str(tmp_path / "pred"),
+                             "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "bench.json")],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    official = json.loads((run / "metrics.json").read_text())["official"]["per_class"]
+    benchmark = json.loads((tmp_path / "bench.json").read_text())["per_class_iou"]
+    in_ground_truth = [name for name, c in official.items() if c["tp"] + c["fn"] > 0]
+    assert in_ground_truth
+    for name in in_ground_truth:  # two evaluators, same files: same IoU for every class of the ground truth
+        assert benchmark[name] == pytest.approx(official[name]["iou"], abs=1e-12)
