@@ -84,7 +84,9 @@ def _train(args) -> None:
     from lgseg.fileio import write_json
     from lgseg.train.engine import train
 
-    summary = train(load_config(args.config), args.experiment, args.run_dir, resume=args.resume)
+    config = load_config(args.config)
+    run_dir = args.run_dir or Path("runs") / config["dataset"]["name"] / args.experiment
+    summary = train(config, args.experiment, run_dir, resume=args.resume)
     if args.summary:
         write_json(args.summary, summary)
 
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train one experiment of the config (resumable)")
     p.add_argument("--config", nargs="+", required=True, help="config files, merged in order (later ones win)")
     p.add_argument("--experiment", required=True, help="a key of `experiments` in the config")
-    p.add_argument("--run-dir", required=True, help="folder for last.pt, best.pt and dvclive/")
+    p.add_argument("--run-dir", help="folder for last.pt, best.pt and dvclive/ (default runs/<dataset>/<experiment>)")
     p.add_argument("--resume", choices=["auto", "never"], default="auto",
                    help="auto: continue from RUN_DIR/last.pt when present")
     p.add_argument("--summary", help="JSON written when training has finished")
