@@ -9,6 +9,7 @@ class SparseConvolution(torch.autograd.Function):
     """out[o] = sum_k sum_{(i, o) in map_k} features[i] @ kernel[k]; maps are (input rows, output rows) or None.
 
     Only the inputs and the kernel are saved for backward (plain autograd would keep every gathered block).
+    Rows are gathered with index_select, which is faster on CPU than advanced indexing.
     """
 
     @staticmethod
@@ -18,7 +19,7 @@ class SparseConvolution(torch.autograd.Function):
             if pair is None:
                 out += features @ kernel[k]
             elif pair[0].numel():
-                out.index_add_(0, pair[1], features[pair[0]] @ kernel[k])
+                out.index_add_(0, pair[1], features.index_select(0, pair[0]) @ kernel[k])
         ctx.save_for_backward(features, kernel)
         ctx.maps = maps
         return out
@@ -32,7 +33,7 @@ class SparseConvolution(torch.autograd.Function):
             if pair is None:
                 rows_in, g = features, grad_out
             elif pair[0].numel():
-                rows_in, g = features[pair[0]], grad_out[pair[1]]
+                rows_in, g = features.index_select(0, pair[0]), grad_out.index_select(0, pair[1])
             else:
                 continue
             if grad_kernel is not None:
