@@ -94,20 +94,15 @@ def _train(args) -> None:
 def _run_model(args, split: str):
     """The config, the run's best model and a dataset of `split` (no augmentation)."""
     from lgseg.config import load_config
-    from lgseg.data.dataset import SceneDataset
     from lgseg.scannet.labels import scannet200
-    from lgseg.scannet.splits import read_scene_list
     from lgseg.train.checkpoint import load_checkpoint
-    from lgseg.train.engine import BEST, build_model, device_for_training, processed_root
+    from lgseg.train.engine import BEST, build_model, device_for_training, split_dataset
 
     config = load_config(args.config)
     device = device_for_training()
     model = build_model(config["model"], scannet200().num_classes, config["train"]["seed"]).to(device)
     model.load_state_dict(load_checkpoint(Path(args.run_dir) / BEST, map_location=device)["model"])
-    root = processed_root(config)
-    dataset = SceneDataset(root, split, read_scene_list(root / "splits" / f"{split}.txt"),
-                           config["train"]["voxel_size"])
-    return config, model, dataset, device
+    return config, model, split_dataset(config, split), device
 
 
 def _evaluate(args) -> None:

@@ -20,6 +20,7 @@ from lgseg.models import Res16UNet
 from lgseg.scannet.labels import IGNORE_INDEX, scannet200
 from lgseg.scannet.splits import read_scene_list
 from lgseg.sparse import get_backend
+from lgseg.sparse.tensor import coordinate_keys
 from lgseg.train.checkpoint import load_checkpoint, load_matching_weights, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,15 @@ def make_datasets(config: dict, experiment: dict) -> tuple[SceneDataset, SceneDa
         with np.load(mask_file) as masks:
             annotated = {scene: masks[scene] for scene in masks.files}
     steps = train_cfg["augmentations"] if train_cfg["augmentations"] is not None else DEFAULT_STEPS
-    train_set = SceneDataset(root, "train", read_scene_list(root / "splits" / "train.txt"), train_cfg["voxel_size"],
-                             augmentations=steps, annotated=annotated, seed=train_cfg["seed"])
-    val_set = SceneDataset(root, "val", read_scene_list(root / "splits" / "val.txt"), train_cfg["voxel_size"])
-    return train_set, val_set
+    train_set = split_dataset(config, "train", augmentations=steps, annotated=annotated, seed=train_cfg["seed"])
+    return train_set, split_dataset(config, "val")
+
+
+def split_dataset(config: dict, split: str, **options) -> SceneDataset:
+    """The scenes of one split list of the processed store, at the configured voxel size."""
+    root = processed_root(config)
+    return SceneDataset(root, split, read_scene_list(root / "splits" / f"{split}.txt"), config["train"]["voxel_size"],
+                        **options)
 
 
 def predict_scenes(model: torch.nn.Module, dataset: SceneDataset, device: torch.device, workers: int = 0,
@@ -85,11 +91,8 @@ def predict_scenes(model: torch.nn.Module, dataset: SceneDataset, device: torch.
 
 
 def _reorder_to_input(out_coords, in_coords, values):
-    def keys(c):
-        c = c.long()
-        return ((c[:, 0] * (1 << 20) + c[:, 1]) * (1 << 20) + c[:, 2]) * (1 << 20) + c[:, 3]
-    out_keys, order = torch.sort(keys(out_coords))
-    return values[order[torch.searchsorted(out_keys, keys(in_coords))]]
+    out_keys, order = torch.sort(coordinate_keys(out_coords))
+    return values[order[torch.searchsorted(out_keys, coordinate_keys(in_coords))]]
 
 
 def confusions(model, dataset, device, workers, desc="val") -> tuple[np.ndarray, np.ndarray]:
