@@ -23,6 +23,7 @@ config = validate_config(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/text.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
@@ -32,5 +33,6 @@ rule all:
     input:
         f"{RESULTS}/table1.csv",
         f"{RESULTS}/figures/fig4_class_distribution.png",
+        f"{RESULTS}/figures/text_anchors_{TEXT['encoder']}.png",
         f"{PROCESSED}/class_stats.csv",
         expand(f"{PROCESSED}/masks/annotated_{{ratio}}.npz", ratio=RATIOS),

@@ -79,6 +79,18 @@ def _plot_class_stats(args) -> None:
     plot_class_distribution(pd.read_csv(args.stats), args.out, title=args.title)
 
 
+def _text_anchors(args) -> None:
+    from lgseg.text.anchors import build_text_anchors, load_text_anchors, plot_similarity, report
+    from lgseg.text.encoders import make_encoder
+
+    encoder = make_encoder(args.encoder, args.checkpoint, quick_gelu=args.quick_gelu)
+    build_text_anchors(encoder, args.out, template=args.template)
+    if args.report:
+        anchors = load_text_anchors(args.out)
+        print(report(anchors))
+        plot_similarity(anchors, args.report)
+
+
 def _train(args) -> None:
     from lgseg.config import load_config
     from lgseg.fileio import write_json
@@ -210,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-list", required=True)
     p.add_argument("--out", required=True, help="csv to write")
     p.set_defaults(run=_class_stats)
+
+    p = commands.add_parser("text-anchors", help="cache the class-name embeddings of a text encoder (.npz)")
+    p.add_argument("--encoder", required=True, help="clip-vit-b32 (the paper) | minilm-l6 | tiny-clip-random")
+    p.add_argument("--checkpoint", help="local weights file (clip-vit-b32 only)")
+    p.add_argument("--quick-gelu", action=argparse.BooleanOptionalAction, default=True,
+                   help="QuickGELU activations, as OpenAI's CLIP weights need (default on)")
+    p.add_argument("--template", default="{}", help="prompt template; {} = class name (default: the bare name)")
+    p.add_argument("--out", required=True, help=".npz to write; left alone when it holds the same inputs")
+    p.add_argument("--report", metavar="PNG", help="also print nearest classes and draw the similarity heat map")
+    p.set_defaults(run=_text_anchors)
 
     p = commands.add_parser("train", help="train one experiment of the config (resumable)")
     p.add_argument("--config", nargs="+", required=True, help="config files, merged in order (later ones win)")

@@ -71,6 +71,9 @@ def processed_root(wildcards, input):
     return os.path.dirname(os.path.dirname(input[0]))
 
 
+TEXT = config["text"]
+TEXT_ANCHORS = f"{DATA}/text/{TEXT['encoder']}.npz"
+
 RUNS = f"runs/{DATASET}"
 EXPERIMENTS = list(config["experiments"])
 
