@@ -153,6 +153,20 @@ def test_unet_output_width_and_no_final_relu(variant, feature_dim, width):
     assert logits.features.shape == (len(coords), 200)
 
 
+def test_a_feature_width_other_than_the_last_plane_adds_a_linear_projection():
+    backend = get_backend("torch")
+    assert Res16UNet(backend, "Res16UNet34D", feature_dim=512).projection is None  # CLIP width = last plane
+    torch.manual_seed(0)
+    model = Res16UNet(backend, "Res16UNet14Tiny", feature_dim=384)
+    assert tuple(model.projection.kernel.shape) == (16, 384)
+    coords, features = _scene()
+    x = backend.input_tensor(coords, features)
+    projected = model(x).features
+    projection, model.projection = model.projection, None
+    trunk = model(x).features  # the last block's 16 features
+    torch.testing.assert_close(projected, trunk @ projection.kernel + projection.bias)
+
+
 def test_res16unet34c_has_the_known_parameter_count():
     model = Res16UNet(get_backend("torch"), "Res16UNet34C", num_classes=20)
     assert sum(p.numel() for p in model.parameters()) == 37_846_644  # MinkUNet34C, 3 in / 20 out

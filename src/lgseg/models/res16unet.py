@@ -47,8 +47,9 @@ class BasicBlock(nn.Module):
 class Res16UNet(nn.Module):
     """Sparse residual U-Net: 4 strided stages down, 4 transposed stages up with skip concatenations.
 
-    Returns per-voxel features of width `feature_dim` (the last plane, no ReLU on the last block), or class
-    logits when `num_classes` is given (a linear 1x1x1 head on those features).
+    Returns per-voxel features (the last plane, no ReLU on the last block), or class logits when `num_classes` is
+    given (a linear 1x1x1 head on those features). A `feature_dim` other than the last plane adds a linear 1x1x1
+    projection to that width (as the authors' `_Proj` variants); Res16UNet34D's 512 already equals CLIP's width.
     """
 
     def __init__(self, backend, variant: str = "Res16UNet34D", in_channels: int = 3, feature_dim: int | None = None,
@@ -58,10 +59,8 @@ class Res16UNet(nn.Module):
             raise ValueError(f"unknown model variant '{variant}'; choose one of {', '.join(VARIANTS)}")
         planes = list(VARIANTS[variant].planes)
         layers = VARIANTS[variant].layers
-        if feature_dim is not None:
-            planes[7] = feature_dim
         self.backend = backend
-        self.feature_dim = planes[7]
+        self.feature_dim = feature_dim or planes[7]
 
         def norm(width):
             return backend.batch_norm(width, momentum=bn_momentum)
@@ -85,12 +84,14 @@ class Res16UNet(nn.Module):
         self.up_blocks = nn.ModuleList(stage(planes[4 + i] + skips[i], planes[4 + i], layers[4 + i],
                                              last_without_relu=i == 3) for i in range(4))
         self.relu = backend.relu()
-        self.final = backend.conv(planes[7], num_classes, kernel_size=1, bias=True) if num_classes else None
+        self.projection = (backend.conv(planes[7], self.feature_dim, kernel_size=1, bias=True)
+                           if self.feature_dim != planes[7] else None)
+        self.final = backend.conv(self.feature_dim, num_classes, kernel_size=1, bias=True) if num_classes else None
         self._initialise()
 
     def _initialise(self):
         for name, parameter in self.named_parameters():
-            if name.endswith("kernel") and not name.startswith("final"):
+            if name.endswith("kernel") and not name.startswith(("final", "projection")):
                 nn.init.kaiming_normal_(parameter, mode="fan_out", nonlinearity="relu")
         for module in self.modules():
             if isinstance(module, nn.BatchNorm1d):
@@ -106,4 +107,6 @@ class Res16UNet(nn.Module):
         skips.pop()  # the deepest output feeds the decoder directly
         for conv, bn, block in zip(self.up_convs, self.up_norms, self.up_blocks):
             out = block(self.backend.cat(self.relu(bn(conv(out))), skips.pop()))
+        if self.projection is not None:
+            out = self.projection(out)
         return self.final(out) if self.final is not None else out
