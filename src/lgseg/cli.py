@@ -71,6 +71,39 @@ def _class_stats(args) -> None:
     write_class_statistics(class_statistics(folders), args.out)
 
 
+def _instance_bank(args) -> None:
+    from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
+    from lgseg.data.store import scene_folders
+    from lgseg.scannet.splits import read_scene_list
+
+    folders = scene_folders(args.processed, "train", read_scene_list(args.train_list))
+    bank = build_instance_bank(folders, args.stats, groups=args.groups, power=args.power,
+                               annotation_masks=args.annotation_masks, workers=args.workers)
+    write_instance_bank(bank, args.out)
+
+
+def _plot_instance_sampling(args) -> None:
+    import numpy as np
+
+    from lgseg.data.instance_bank import read_instance_bank
+    from lgseg.data.instance_sampling import place_instances
+    from lgseg.data.store import read_scene, scene_dir
+    from lgseg.report.figures import plot_instance_sampling
+    from lgseg.scannet.labels import scannet200
+
+    folder = scene_dir(args.processed, args.split, args.scene)
+    arrays = read_scene(folder, mmap=False)
+    if "instance" not in arrays:
+        raise DataError(folder, "scene has no labels", "pick a train or val scene")
+    after, placements = place_instances(arrays, read_instance_bank(args.bank), np.random.default_rng(args.seed),
+                                        args.count, args.max_tries)
+    for placed in placements:
+        print(f"placed {scannet200().class_names[placed.class_index]} (bank instance {placed.bank_index}) "
+              f"at x {placed.box_min[0]:.2f}..{placed.box_max[0]:.2f}, y {placed.box_min[1]:.2f}.."
+              f"{placed.box_max[1]:.2f}, z {placed.box_min[2]:.2f}")
+    plot_instance_sampling(arrays, after, placements, args.out, title=args.title)
+
+
 def _plot_class_stats(args) -> None:
     import pandas as pd
 
@@ -94,12 +127,13 @@ def _text_anchors(args) -> None:
 def _train(args) -> None:
     from lgseg.config import load_config
     from lgseg.fileio import write_json
+    from lgseg.train.distributed import is_main
     from lgseg.train.engine import train
 
     config = load_config(args.config)
     run_dir = args.run_dir or Path("runs") / config["dataset"]["name"] / args.experiment
     summary = train(config, args.experiment, run_dir, resume=args.resume)
-    if args.summary:
+    if args.summary and is_main():
         write_json(args.summary, summary)
 
 
@@ -151,6 +185,12 @@ def _table1(args) -> None:
 
     runs = dict(item.split("=", 1) for item in args.runs)
     write_table1(runs, args.out, args.markdown, args.dataset)
+
+
+def _dvc_yaml(args) -> None:
+    from lgseg.dvc_yaml import main
+
+    main(".", args.configfile, args.out, args.check)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PNG", help="also print nearest classes and draw the similarity heat map")
     p.set_defaults(run=_text_anchors)
 
-    p = commands.add_parser("train", help="train one experiment of the config (resumable)")
+    p = commands.add_parser("train", help="train one experiment of the config (resumable; DDP under torchrun)")
     p.add_argument("--config", nargs="+", required=True, help="config files, merged in order (later ones win)")
     p.add_argument("--experiment", required=True, help="a key of `experiments` in the config")
     p.add_argument("--run-dir", help="folder for last.pt, best.pt and dvclive/ (default runs/<dataset>/<experiment>)")
@@ -263,6 +303,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
     p.add_argument("--dataset", required=True)
     p.set_defaults(run=_table1)
+
+    p = commands.add_parser("instance-bank", help="tail-class instances of the train scenes + sampling weights (.npz)")
+    p.add_argument("--processed", required=True, help="processed store root")
+    p.add_argument("--train-list", required=True, help="train scene list")
+    p.add_argument("--stats", required=True, help="csv from class-stats over the same train list")
+    p.add_argument("--groups", nargs="+", default=["tail"], choices=["head", "common", "tail"],
+                   help="frequency groups whose instances are sampled (default tail)")
+    p.add_argument("--power", type=float, default=1.0,
+                   help="class weight = instances ** -power (1: inverse instance count, 0: uniform)")
+    p.add_argument("--annotation-masks", help="limited-annotation .npz: other instance points stay unlabelled")
+    p.add_argument("--out", required=True, help=".npz to write")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(run=_instance_bank)
+
+    p = commands.add_parser("plot-instance-sampling", help="top view of one scene before/after instance sampling")
+    p.add_argument("--processed", required=True, help="processed store root")
+    p.add_argument("--bank", required=True, help=".npz from instance-bank")
+    p.add_argument("--scene", required=True, help="scene id")
+    p.add_argument("--split", default="train")
+    p.add_argument("--count", type=int, default=5, help="instances to place")
+    p.add_argument("--max-tries", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True, help="png to write")
+    p.set_defaults(run=_plot_instance_sampling)
+
+    p = commands.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake workflow (one stage per job)")
+    p.add_argument("--configfile", nargs="*", default=[],
+                   help="config files merged over config.yaml, as with `snakemake --configfile`")
+    p.add_argument("--out", default="dvc.yaml", help="file to write, relative to the project root")
+    p.add_argument("--check", action="store_true", help="only compare with the file on disk; exit 1 if it differs")
+    p.set_defaults(run=_dvc_yaml)
 
     p = commands.add_parser("plot-class-stats", help="Fig. 4: class distribution (log scale, head/common/tail)")
     p.add_argument("--stats", required=True, help="csv from class-stats")

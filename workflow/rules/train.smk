@@ -12,14 +12,22 @@ rule train:
         f"{LOGS}/train_{{experiment}}.benchmark.tsv"
     conda:
         "../../envs/core.yaml"
-    threads: max(1, config["train"]["workers"])
+    threads: max(1, config["train"]["gpus"]) * max(1, config["train"]["workers"])
+    resources:
+        gpu=config["train"]["gpus"],  # the SLURM executor requests --gpus=N
     params:
         config_json=run_config,
         run_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        # one DDP process per GPU when there are several (lgseg.train.distributed)
+        launcher=(
+            f"torchrun --standalone --nproc-per-node {config['train']['gpus']}"
+            if config["train"]["gpus"] > 1
+            else "python"
+        ),
     shell:
         "mkdir -p {params.run_dir} && printf '%s\\n' {params.config_json:q} > {params.run_dir}/config.json"
-        " && python -m lgseg train --config {params.run_dir}/config.json --experiment {wildcards.experiment}"
-        " --run-dir {params.run_dir} --summary {output} 2> {log}"
+        " && {params.launcher} -m lgseg train --config {params.run_dir}/config.json"
+        " --experiment {wildcards.experiment} --run-dir {params.run_dir} --summary {output} 2> {log}"
 
 
 rule evaluate:

@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from lgseg.data.augment import augment
+from lgseg.data.instance_sampling import InstanceSampling, place_instances
 from lgseg.data.store import read_scene, scene_folders
+from lgseg.errors import DataError
 from lgseg.scannet.labels import IGNORE_INDEX
 
 MAX_TRANSLATION_VOXELS = 100  # random integer shift of voxel coordinates in training (LGS model_step)
@@ -31,17 +33,20 @@ class SceneDataset(Dataset):
 
     With `augmentations` the scene is distorted, rotated, scaled, flipped and recoloured first, from a random
     generator seeded by (seed, epoch, scene index); set `epoch` before each pass. With `annotated` (scene id ->
-    kept vertex indices) every other vertex is unlabelled, as in the limited-annotation benchmark.
+    kept vertex indices) every other vertex is unlabelled, as in the limited-annotation benchmark. With
+    `instance_sampling`, bank instances are pasted into the scene before augmentation, from the same generator;
+    the vertex arrays (`inverse`, `vertex_labels`) then list the placed points after the scene's vertices.
     """
 
     def __init__(self, root: str | Path, split: str, scene_ids: list[str], voxel_size: float,
                  augmentations: list[dict] | None = None, annotated: dict[str, np.ndarray] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, instance_sampling: InstanceSampling | None = None):
         self.folders = scene_folders(root, split, scene_ids)
         self.num_vertices = [json.loads((f / "meta.json").read_text())["num_vertices"] for f in self.folders]
         self.voxel_size = voxel_size
         self.augmentations = augmentations
         self.annotated = annotated
+        self.instance_sampling = instance_sampling
         self.seed = seed
         self.epoch = 0
 
@@ -61,8 +66,18 @@ class SceneDataset(Dataset):
             limited[kept] = labels[kept]
             labels = limited
         shift = np.zeros(3, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.instance_sampling is not None:
+            if "instance" not in arrays:
+                raise DataError(folder, "instance sampling needs a labelled scene (no instance.npy)",
+                                "sample instances only into train scenes")
+            sampling = self.instance_sampling
+            scene = {"coord": coord, "color": color, "segment": labels,
+                     "instance": np.asarray(arrays["instance"], dtype=np.int64)}
+            scene, _ = place_instances(scene, sampling.bank, rng, sampling.count, sampling.max_tries, sampling.cell,
+                                       sampling.min_coverage, sampling.scale)
+            coord, color, labels = scene["coord"], scene["color"], scene["segment"]
         if self.augmentations is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
             coord, color = augment(coord, color, self.augmentations, rng)
             shift = rng.integers(0, MAX_TRANSLATION_VOXELS, size=3)
         voxels, first, inverse = voxelize(coord, self.voxel_size)

@@ -1,4 +1,5 @@
-"""Paper figures drawn from pipeline outputs (Fig. 4: class distribution of the train split)."""
+"""Paper figures drawn from pipeline outputs (Fig. 4: class distribution of the train split; instance-sampling
+top views)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import hsv_to_rgb  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from lgseg.fileio import atomic_file  # noqa: E402
+from lgseg.scannet.labels import scannet200  # noqa: E402
 
 GROUP_COLORS = {"head": "#1f77b4", "common": "#ff7f0e", "tail": "#2ca02c"}
 
@@ -33,6 +38,70 @@ def plot_class_distribution(stats: pd.DataFrame, out: str | Path, title: str = "
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLORS.values()]
     axes[0].legend(handles, list(GROUP_COLORS), title="ScanNet200 split", loc="upper right")
     axes[0].set_title(title or f"Class distribution of the train split ({present} of {len(table)} classes present)")
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=200)
+    plt.close(fig)
+
+
+def class_colors(classes: np.ndarray, shown: list[int]) -> np.ndarray:
+    """RGB per point: the classes in `shown` get distinct colours (tab20, in that order), floor pale, wall dark,
+    anything else (unlabelled, ignored) light grey."""
+    names = scannet200().class_names
+    palette = np.full((len(names) + 1, 3), 0.78)  # last row: label -1
+    palette[names.index("floor")] = (0.91, 0.89, 0.85)
+    palette[names.index("wall")] = (0.42, 0.42, 0.42)
+    cycle = plt.get_cmap("tab20").colors
+    for k, class_index in enumerate(shown):
+        palette[class_index] = cycle[(2 * k) % 20 + (k // 10) % 2]  # dark shades first, then the light ones
+    return palette[classes]
+
+
+def plot_instance_sampling(before: dict, after: dict, placements: list, out: str | Path, title: str = "") -> None:
+    """Top view of a scene coloured by class, before and after instance sampling, placed instances outlined.
+
+    `before`/`after` hold `coord` and `segment` arrays; `placements` are `PlacedInstance`s. Ceiling points are
+    left out; points are drawn from low to high, so the view shows the top surface.
+    """
+    names = scannet200().class_names
+    ceiling = names.index("ceiling")
+    panels = []
+    for arrays in (before, after):
+        coord, segment = np.asarray(arrays["coord"]), np.asarray(arrays["segment"]).astype(np.int64)
+        visible = segment != ceiling
+        order = np.argsort(coord[visible, 2], kind="stable")
+        panels.append((coord[visible][order], segment[visible][order]))
+    low, high = panels[1][0][:, :2].min(0), panels[1][0][:, :2].max(0)
+    extent = high - low
+    width = 7.0  # inches per panel
+    height = max(2.5, width * extent[1] / max(extent[0], 1e-6))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width, height + 1.3), layout="constrained")
+    spacing = np.sqrt(extent.prod() / max(len(panels[0][0]), 1))  # metres between points, about
+    marker = (2.0 * spacing * width * 72 / max(extent[0], 1e-6)) ** 2  # marker area in points^2
+    structure = [names.index(n) for n in ("floor", "wall")]
+    placed_classes = sorted({p.class_index for p in placements})
+    others = sorted(set(np.unique(panels[1][1]).tolist()) - set(placed_classes) - set(structure) - {-1})
+    shown = placed_classes + others
+    for ax, (coord, segment), label in zip(axes, panels, ("original", f"with {len(placements)} sampled instances")):
+        ax.scatter(coord[:, 0], coord[:, 1], c=class_colors(segment, shown), s=marker, marker="s", linewidths=0,
+                   rasterized=True)
+        ax.set_aspect("equal")
+        ax.set_xlim(low[0] - 0.1, high[0] + 0.1)
+        ax.set_ylim(low[1] - 0.1, high[1] + 0.1)
+        ax.set_title(label)
+        ax.set_xlabel("x (m)")
+    axes[0].set_ylabel("y (m)")
+    for placed in placements:
+        size = placed.box_max[:2] - placed.box_min[:2]
+        axes[1].add_patch(Rectangle(placed.box_min[:2], size[0], size[1], fill=False, edgecolor="black",
+                                    linewidth=1.4))
+        axes[1].annotate(names[placed.class_index], (placed.box_min[0], placed.box_max[1]), xytext=(0, 3),
+                         textcoords="offset points", fontsize=8,
+                         bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    legend = [(c, names[c] + (" (placed)" if c in placed_classes else "")) for c in shown]
+    legend += [(c, names[c]) for c in structure] + [(-1, "unlabelled")]
+    handles = [Patch(color=class_colors(np.array([c]), shown)[0], label=text) for c, text in legend]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
+    fig.suptitle(title or "Instance sampling: top view coloured by class (placed instances outlined)")
     with atomic_file(out) as tmp:
         fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=200)
     plt.close(fig)
