@@ -21,7 +21,7 @@ from lgseg.errors import ConfigError
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids, write_demo_dataset
 from lgseg.train.checkpoint import load_checkpoint
 from lgseg.train.distributed import shard_batches
-from lgseg.train.engine import build_model, make_datasets, train
+from lgseg.train.engine import build_model, find_run, make_datasets, train
 
 SETTINGS = DemoSettings(seed=5, num_train=4, num_val=1, num_test=0, vertex_spacing=0.15, objects_per_room=(5, 8))
 TIMEOUT = 300  # seconds for one torchrun launch
@@ -139,7 +139,7 @@ def test_one_step_of_two_processes_equals_one_process_on_the_union(store):
     two = _config(store, "two_halves", epochs=1, batch_size=2)
     one = _config(store, "one_union", epochs=1, batch_size=4)
     config = load_config([two])
-    train_set, _ = make_datasets(config, config["experiments"]["scratch"])
+    train_set, _ = make_datasets(config, find_run(config, "scratch"))
     halves = list(PointBudgetBatchSampler(train_set.num_vertices, 2, 10**6, shuffle=True, seed=42))
     union = list(PointBudgetBatchSampler(train_set.num_vertices, 4, 10**6, shuffle=True, seed=42))
     assert len(halves) == 2 and union == [halves[0] + halves[1]]  # rank 0 takes halves[0], rank 1 halves[1]
@@ -151,7 +151,7 @@ def test_one_step_of_two_processes_equals_one_process_on_the_union(store):
     ddp = ddp_state["model"]
     single = load_checkpoint(store / "runs" / "one_union" / "last.pt")["model"]
     _assert_same_state(ddp, single)
-    initial = build_model(config["model"], 200, config["train"]["seed"]).state_dict()
+    initial = build_model(config["model"], config["train"]["seed"], num_classes=200).state_dict()
     moved = max(float((ddp[k] - initial[k]).abs().max()) for k in initial if k.endswith("kernel"))
     assert moved > 1000 * ATOL  # the step is large against the tolerance
 

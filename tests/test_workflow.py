@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from lgseg.data.annotation_masks import num_annotated
@@ -39,6 +40,7 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert int(counts["preprocess"]) == 31  # 1513 scenes / 50 per shard, not one job per scene
     assert int(counts["annotation_masks"]) == 3 and int(counts["check_raw"]) == 1
+    assert int(counts["pretrain"]) == 1 and int(counts["train"]) == 5 and int(counts["instance_bank"]) == 1
 
 
 TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
@@ -100,11 +102,16 @@ def test_demo_run_trains_evaluates_and_writes_table1(demo_run):
     present = set().union(*(set(np.unique(t.segment[t.segment >= 0]).tolist()) for t in val_truth))
     assert metrics["official"]["num_classes_in_mean"]["iou"]["all"] == len(present)
     table = pd.read_csv(work / "results" / "table1.csv")
-    assert table["method"].tolist() == ["Scratch"]
+    assert table["method"].tolist() == ["Scratch", "Ins. samp.", "C-Focal", "CLIP only", "Ours"]
     assert table.loc[0, "miou_all"] == round(100 * metrics["official"]["mean"]["iou"]["all"], 2)
     assert table.notna().all(axis=None)
     markdown = (work / "results" / "table1.md").read_text()
     assert "| Scratch |" in markdown and "48.29" in markdown and "synthetic demo" in markdown
+    ours = json.loads((work / "runs" / "demo" / "ours" / "config.json").read_text())
+    assert ours["experiments"]["ours"]["pretraining"] == "clip" and ours["instance_sampling"]["count"] == 5
+    assert list(ours["pretraining"]) == ["clip"] and ours["text"]["encoder"] == "minilm-l6"
+    state = torch.load(work / "runs" / "demo" / "ours" / "best.pt", weights_only=False)
+    assert state["model_args"] == {"num_classes": 200, "feature_dim": 384}  # MiniLM anchors are 384-d
     assert (work / "runs" / "demo" / "scratch" / "best.pt").exists()
 
 

@@ -131,8 +131,9 @@ def _train(args) -> None:
     from lgseg.train.engine import train
 
     config = load_config(args.config)
-    run_dir = args.run_dir or Path("runs") / config["dataset"]["name"] / args.experiment
-    summary = train(config, args.experiment, run_dir, resume=args.resume)
+    kind, name = ("pretraining", args.pretraining) if args.pretraining else ("experiment", args.experiment)
+    default_dir = Path("runs") / config["dataset"]["name"] / ("pretrain" if args.pretraining else "") / name
+    summary = train(config, name, args.run_dir or default_dir, resume=args.resume, kind=kind)
     if args.summary and is_main():
         write_json(args.summary, summary)
 
@@ -140,14 +141,17 @@ def _train(args) -> None:
 def _run_model(args, split: str):
     """The config, the run's best model and a dataset of `split` (no augmentation)."""
     from lgseg.config import load_config
-    from lgseg.scannet.labels import scannet200
     from lgseg.train.checkpoint import load_checkpoint
     from lgseg.train.engine import BEST, build_model, device_for_training, split_dataset
 
     config = load_config(args.config)
     device = device_for_training()
-    model = build_model(config["model"], scannet200().num_classes, config["train"]["seed"]).to(device)
-    model.load_state_dict(load_checkpoint(Path(args.run_dir) / BEST, map_location=device)["model"])
+    state = load_checkpoint(Path(args.run_dir) / BEST, map_location=device)
+    if state["model_args"]["num_classes"] is None:
+        raise DataError(Path(args.run_dir) / BEST, "is a pre-training checkpoint (features, no class head)",
+                        "evaluate a fine-tuned run (an experiment) instead")
+    model = build_model(config["model"], config["train"]["seed"], **state["model_args"]).to(device)
+    model.load_state_dict(state["model"])
     return config, model, split_dataset(config, split), device
 
 
@@ -273,10 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PNG", help="also print nearest classes and draw the similarity heat map")
     p.set_defaults(run=_text_anchors)
 
-    p = commands.add_parser("train", help="train one experiment of the config (resumable; DDP under torchrun)")
+    p = commands.add_parser("train", help="train one experiment or pre-training of the config (resumable; DDP "
+                                          "under torchrun)")
     p.add_argument("--config", nargs="+", required=True, help="config files, merged in order (later ones win)")
-    p.add_argument("--experiment", required=True, help="a key of `experiments` in the config")
-    p.add_argument("--run-dir", help="folder for last.pt, best.pt and dvclive/ (default runs/<dataset>/<experiment>)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="a key of `experiments` in the config (fine-tuning)")
+    which.add_argument("--pretraining", help="a key of `pretraining` in the config")
+    p.add_argument("--run-dir", help="folder for last.pt, best.pt and dvclive/ (default runs/<dataset>/<experiment> "
+                                     "or runs/<dataset>/pretrain/<name>)")
     p.add_argument("--resume", choices=["auto", "never"], default="auto",
                    help="auto: continue from RUN_DIR/last.pt when present")
     p.add_argument("--summary", help="JSON written when training has finished")

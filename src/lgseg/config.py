@@ -81,4 +81,25 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     if config["dataset"]["source"] == "scannet" and not config["scannet"]["raw_dir"]:
         raise ConfigError("config key 'scannet.raw_dir' is missing: dataset.source is 'scannet', so set "
                           "scannet.raw_dir to your ScanNet folder (the one holding scans/ and scans_test/)")
+    _check_runs(config)
     return config
+
+
+def _check_runs(config: dict) -> None:
+    """Cross-references the schema cannot express: ratios with masks, pre-trainings that exist, the CLIP file."""
+    if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
+        from lgseg.text.encoders import CLIP_FILE_HELP
+
+        raise ConfigError(f"config key 'text.checkpoint' is required for text.encoder clip-vit-b32: {CLIP_FILE_HELP}")
+    for section in ("pretraining", "experiments"):
+        for name, run in config[section].items():
+            ratio = run["annotation_ratio"]
+            if ratio < 1 and ratio not in config["annotation"]["ratios"]:
+                raise ConfigError(f"config key '{section}.{name}.annotation_ratio': {ratio:g} has no mask; use 1.0 or "
+                                  f"one of annotation.ratios {config['annotation']['ratios']}")
+    for name, run in config["experiments"].items():
+        if run["pretraining"] is not None and run["pretraining"] not in config["pretraining"]:
+            raise ConfigError(f"config key 'experiments.{name}.pretraining': no pre-training named "
+                              f"{run['pretraining']!r}; defined: {', '.join(config['pretraining']) or 'none'}")
+        if run["pretraining"] is not None and run["init"] is not None:
+            raise ConfigError(f"config key 'experiments.{name}.init': give either init or pretraining, not both")

@@ -78,22 +78,68 @@ RUNS = f"runs/{DATASET}"
 EXPERIMENTS = list(config["experiments"])
 
 
-def run_config(wildcards):
+PRETRAININGS = list(config["pretraining"])
+
+
+def _run_entry(kind, name):
+    return config["pretraining" if kind == "pretraining" else "experiments"][name]
+
+
+def run_config(kind):
     """The settings one training run depends on, as JSON (written into the run folder; a change re-runs it)."""
-    keys = ("data_dir", "dataset", "scannet", "model", "train")
-    part = {key: config[key] for key in keys}
-    part["experiments"] = {
-        wildcards.experiment: config["experiments"][wildcards.experiment]
-    }
-    return json.dumps(part, sort_keys=True)
+
+    def settings(wildcards):
+        keys = (
+            "data_dir",
+            "dataset",
+            "scannet",
+            "annotation",
+            "model",
+            "train",
+            "text",
+            "losses",
+        )
+        part = {key: config[key] for key in keys}
+        entry = _run_entry(kind, wildcards.name)
+        section = "pretraining" if kind == "pretraining" else "experiments"
+        part[section] = {wildcards.name: entry}
+        if entry.get("pretraining"):
+            part["pretraining"] = {
+                entry["pretraining"]: config["pretraining"][entry["pretraining"]]
+            }
+        elif kind == "experiment":
+            part["pretraining"] = {}
+        if entry["instance_sampling"]:
+            part["instance_sampling"] = config["instance_sampling"]
+        return json.dumps(part, sort_keys=True)
+
+    return settings
 
 
-def training_inputs(wildcards):
-    """Split lists, plus the annotation mask when the experiment uses limited annotations."""
-    ratio = config["experiments"][wildcards.experiment]["annotation_ratio"]
-    inputs = [f"{PROCESSED}/splits/train.txt", f"{PROCESSED}/splits/val.txt"]
-    if ratio < 1:
-        inputs.append(f"{PROCESSED}/masks/annotated_{ratio:g}.npz")
+def instance_bank(ratio):
+    return f"{PROCESSED}/instance_bank{'' if ratio >= 1 else f'_{ratio:g}'}.npz"
+
+
+def training_inputs(kind):
+    """Split lists, plus what the run reads: annotation mask, instance bank, class statistics (C-Focal), text
+    anchors and the pre-training it starts from."""
+
+    def inputs(wildcards):
+        entry = _run_entry(kind, wildcards.name)
+        ratio = entry["annotation_ratio"]
+        files = [f"{PROCESSED}/splits/train.txt", f"{PROCESSED}/splits/val.txt"]
+        if ratio < 1:
+            files.append(f"{PROCESSED}/masks/annotated_{ratio:g}.npz")
+        if entry["instance_sampling"]:
+            files.append(instance_bank(ratio))
+        if kind == "pretraining" or entry["pretraining"]:
+            files.append(TEXT_ANCHORS)
+        if kind == "experiment" and entry["loss"] == "focal":
+            files.append(f"{PROCESSED}/class_stats.csv")
+        if kind == "experiment" and entry["pretraining"]:
+            files.append(f"{RUNS}/pretrain/{entry['pretraining']}/train_summary.json")
+        return files
+
     return inputs
 
 

@@ -149,3 +149,34 @@ rule class_stats:
     shell:
         "python -m lgseg class-stats --processed {params.processed} --train-list {input}"
         " --out {output} 2> {log}"
+
+
+rule instance_bank:
+    input:
+        train_list=f"{PROCESSED}/splits/train.txt",
+        stats=f"{PROCESSED}/class_stats.csv",
+        masks=lambda wildcards: (
+            [f"{PROCESSED}/masks/annotated{wildcards.ratio}.npz"]
+            if wildcards.ratio
+            else []
+        ),
+    output:
+        f"{PROCESSED}/instance_bank{{ratio}}.npz",
+    log:
+        f"{LOGS}/instance_bank{{ratio}}.log",
+    wildcard_constraints:
+        ratio="(_[0-9.]+)?",
+    conda:
+        "../../envs/core.yaml"
+    threads: config["preprocess"]["workers"]
+    params:
+        processed=processed_root,
+        groups=" ".join(config["instance_sampling"]["groups"]),
+        power=config["instance_sampling"]["power"],
+        masks=lambda wildcards, input: (
+            f"--annotation-masks {input.masks}" if wildcards.ratio else ""
+        ),
+    shell:
+        "python -m lgseg instance-bank --processed {params.processed} --train-list {input.train_list}"
+        " --stats {input.stats} --groups {params.groups} --power {params.power} {params.masks}"
+        " --workers {threads} --out {output} 2> {log}"

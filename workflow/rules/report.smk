@@ -8,7 +8,7 @@ localrules:
 
 rule table1:
     input:
-        expand(f"{RUNS}/{{experiment}}/metrics.json", experiment=EXPERIMENTS),
+        expand(f"{RUNS}/{{name}}/metrics.json", name=EXPERIMENTS),
     output:
         csv=f"{RESULTS}/table1.csv",
         markdown=f"{RESULTS}/table1.md",

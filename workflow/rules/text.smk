@@ -12,9 +12,10 @@ rule text_anchors:
     conda:
         "../../envs/core.yaml"
     params:
+        encoder=TEXT["encoder"],
         checkpoint=f"--checkpoint {TEXT['checkpoint']}" if TEXT["checkpoint"] else "",
         quick_gelu="--quick-gelu" if TEXT["quick_gelu"] else "--no-quick-gelu",
         template=TEXT["template"],
     shell:
-        "python -m lgseg text-anchors --encoder {TEXT[encoder]} {params.checkpoint} {params.quick_gelu}"
+        "python -m lgseg text-anchors --encoder {params.encoder} {params.checkpoint} {params.quick_gelu}"
         " --template {params.template:q} --out {output.anchors} --report {output.figure} > {log} 2>&1"

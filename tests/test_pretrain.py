@@ -1,0 +1,129 @@
+"""Language-grounded pre-training through the engine, and fine-tuning from it with C-Focal and instance sampling."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lgseg.config import load_config
+from lgseg.data.class_stats import class_statistics, write_class_statistics
+from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
+from lgseg.data.preprocess import preprocess
+from lgseg.data.store import scene_folders
+from lgseg.errors import ConfigError
+from lgseg.scannet.demo import DemoSettings, demo_scene_ids, write_demo_dataset
+from lgseg.text.anchors import build_text_anchors, load_text_anchors
+from lgseg.text.encoders import make_encoder
+from lgseg.train import losses
+from lgseg.train.checkpoint import load_checkpoint
+from lgseg.train.engine import Objective, find_run, run_settings, train
+
+SETTINGS = DemoSettings(seed=5, num_train=3, num_val=1, num_test=0, vertex_spacing=0.15, objects_per_room=(6, 9))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny processed demo store with splits, class statistics, an instance bank and tiny-CLIP anchors."""
+    root = tmp_path_factory.mktemp("pretrain")
+    write_demo_dataset(root / "raw", SETTINGS)
+    processed = root / "data" / "processed" / "demo"
+    preprocess(root / "raw", processed)
+    (processed / "splits").mkdir()
+    ids = demo_scene_ids(SETTINGS)
+    for split, scenes in ids.items():
+        (processed / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in scenes))
+    folders = scene_folders(processed, "train", ids["train"])
+    write_class_statistics(class_statistics(folders), processed / "class_stats.csv")
+    groups = ("head", "common", "tail")
+    write_instance_bank(build_instance_bank(folders, processed / "class_stats.csv", groups=groups),
+                        processed / "instance_bank.npz")
+    build_text_anchors(make_encoder("tiny-clip-random"), root / "data" / "text" / "tiny-clip-random.npz")
+    return root
+
+
+def _config(root, lr=0.05):
+    path = root / f"config_{lr:g}.yaml"  # config_0.05.yaml: the default
+    path.write_text(yaml.safe_dump({
+        "data_dir": str(root / "data"),
+        "text": {"encoder": "tiny-clip-random"},
+        "train": {"voxel_size": 0.2, "epochs": 2, "workers": 0, "milestones": [10], "batch_size": 2, "lr": lr,
+                  "augmentations": []},
+        "instance_sampling": {"groups": ["head", "common", "tail"], "count": 2},
+        "pretraining": {"lang": {"epochs": 4}},
+        "experiments": {"ours": {"label": "Ours", "pretraining": "lang", "loss": "focal",
+                                 "instance_sampling": True}}}))
+    return load_config([path])
+
+
+def _metric(run_dir, name):
+    with open(run_dir / "dvclive" / "plots" / "metrics" / f"{name}.tsv") as f:
+        return [float(row[name.split("/")[-1]]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def test_pretraining_pulls_features_to_their_anchors(project, monkeypatch):
+    monkeypatch.chdir(project)
+    config = _config(project)
+    summary = train(config, "lang", "runs/demo/pretrain/lang", kind="pretraining")
+    run_dir = project / "runs" / "demo" / "pretrain" / "lang"
+    cosine = _metric(run_dir, "train/positive_cosine")
+    assert len(cosine) == 4 and cosine[-1] > cosine[0] + 0.1, cosine
+    state = load_checkpoint(run_dir / "best.pt")
+    assert state["model_args"] == {"num_classes": None, "feature_dim": 32}  # output width = anchor width
+    assert "final.kernel" not in state["model"] and state["model"]["projection.kernel"].shape == (16, 32)
+    assert summary["last_epoch_metrics"]["val/accuracy"] >= 0
+
+
+def test_finetuning_starts_from_the_pretraining_with_a_new_head(project, monkeypatch):
+    monkeypatch.chdir(project)
+    if not (project / "runs" / "demo" / "pretrain" / "lang" / "best.pt").exists():
+        train(_config(project), "lang", "runs/demo/pretrain/lang", kind="pretraining")
+    pretrained = load_checkpoint(project / "runs" / "demo" / "pretrain" / "lang" / "best.pt")["model"]
+    config = _config(project, lr=1e-30)  # the weights stay what initialisation gave them
+    train(config, "ours", "runs/demo/ours")
+    state = load_checkpoint(project / "runs" / "demo" / "ours" / "last.pt")
+    assert state["model_args"] == {"num_classes": 200, "feature_dim": 32}
+    for name, value in pretrained.items():
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):  # parameters
+            torch.testing.assert_close(state["model"][name], value, rtol=0, atol=1e-12)
+    assert state["model"]["final.kernel"].shape == (32, 200)
+    settings = run_settings(config, find_run(config, "ours"))
+    assert settings["loss"] == config["losses"]["focal"] and settings["pretraining"] == {
+        "method": "language", "annotation_ratio": 1.0, "instance_sampling": False, "epochs": 4, "milestones": None}
+    assert settings["instance_sampling"]["count"] == 2 and settings["text"]["encoder"] == "tiny-clip-random"
+
+
+def test_objective_losses_match_the_loss_functions(project):
+    config = _config(project)
+    anchors = torch.from_numpy(load_text_anchors(project / "data" / "text" / "tiny-clip-random.npz").embeddings)
+    features = torch.randn(50, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(-1, 200, (50,), generator=torch.Generator().manual_seed(1))
+    pre = Objective(config, find_run(config, "lang", "pretraining"), anchors, torch.device("cpu"))
+    pre.start_epoch(0, 3)
+    total, count = pre.loss(features, labels)
+    expected = losses.language_contrastive_loss(features, labels, anchors, reduction="mean_all",
+                                                generator=torch.Generator().manual_seed(3_027))
+    torch.testing.assert_close(total / count, expected)  # the authors' mean over all points, same negatives
+    assert int(count) == 50
+    torch.testing.assert_close(pre.scores(features), losses.cosine_to_anchors(features, anchors))
+    fine = Objective(config, find_run(config, "ours"), None, torch.device("cpu"))
+    logits = torch.randn(50, 200, generator=torch.Generator().manual_seed(2))
+    total, count = fine.loss(logits, labels)
+    assert int(count) == int((labels >= 0).sum())
+    torch.testing.assert_close(total / count, losses.focal_loss(logits, labels, fine.alpha, gamma=2.0))
+    alpha = fine.alpha.numpy()
+    assert np.isclose(alpha.mean(), 1.0, atol=1e-5)  # inverse_log, normalised to mean 1
+
+
+def test_config_cross_references_are_checked(project):
+    base = yaml.safe_load((project / "config_0.05.yaml").read_text())
+    for change, message in (
+            ({"experiments": {"x": {"pretraining": "nope"}}}, "experiments.x.pretraining': no pre-training named"),
+            ({"experiments": {"x": {"pretraining": "lang", "init": "a.pt"}}}, "either init or pretraining"),
+            ({"experiments": {"x": {"annotation_ratio": 0.2}}}, "0.2 has no mask"),
+            ({"text": {"encoder": "clip-vit-b32"}}, "text.checkpoint' is required")):
+        path = project / "bad.yaml"
+        path.write_text(yaml.safe_dump({**base, **change}))
+        with pytest.raises(ConfigError, match=message):
+            load_config([path])
