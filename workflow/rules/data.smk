@@ -1,5 +1,11 @@
 """Data stage: raw scans (demo or ScanNet) -> label map -> processed store -> splits, masks, class statistics."""
 
+
+localrules:
+    label_map,
+    splits,
+
+
 if IS_DEMO:
 
     rule demo_scenes:
