@@ -46,3 +46,17 @@ def write_raw_scene(raw_dir: Path, scene_id: str, coords, colors, seg_indices=No
 @pytest.fixture
 def label_tsv() -> Path:
     return REPO / "src" / "lgseg" / "resources" / "scannet_meta" / "scannetv2-labels.combined.tsv"
+
+
+def processed_demo_store(root: Path, settings) -> Path:
+    """Demo rooms of `settings` preprocessed into `root/data/processed/demo` with split lists, as the engine expects."""
+    from lgseg.data.preprocess import preprocess
+    from lgseg.scannet.demo import demo_scene_ids, write_demo_dataset
+
+    write_demo_dataset(root / "raw", settings)
+    processed = root / "data" / "processed" / "demo"
+    preprocess(root / "raw", processed)
+    (processed / "splits").mkdir()
+    for split, scenes in demo_scene_ids(settings).items():
+        (processed / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in scenes))
+    return processed

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
+from conftest import processed_demo_store
 from lgseg.config import load_config
 from lgseg.data.dataset import PointBudgetBatchSampler
-from lgseg.data.preprocess import preprocess
 from lgseg.errors import ConfigError
-from lgseg.scannet.demo import DemoSettings, demo_scene_ids, write_demo_dataset
+from lgseg.scannet.demo import DemoSettings
 from lgseg.train.checkpoint import load_checkpoint
 from lgseg.train.distributed import shard_batches
 from lgseg.train.engine import build_model, find_run, make_datasets, train
@@ -32,12 +32,7 @@ ATOL, RTOL = 1e-6, 1e-5
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    write_demo_dataset(root / "raw", SETTINGS)
-    processed = root / "data" / "processed" / "demo"
-    preprocess(root / "raw", processed)
-    (processed / "splits").mkdir()
-    for split, scenes in demo_scene_ids(SETTINGS).items():
-        (processed / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in scenes))
+    processed_demo_store(root, SETTINGS)
     return root
 
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 import yaml
 
+from conftest import processed_demo_store
 from lgseg.config import load_config
 from lgseg.data.class_stats import class_statistics, write_class_statistics
 from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
-from lgseg.data.preprocess import preprocess
 from lgseg.data.store import scene_folders
 from lgseg.errors import ConfigError
-from lgseg.scannet.demo import DemoSettings, demo_scene_ids, write_demo_dataset
+from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.text.anchors import build_text_anchors, load_text_anchors
 from lgseg.text.encoders import make_encoder
 from lgseg.train import losses
@@ -27,13 +27,8 @@ SETTINGS = DemoSettings(seed=5, num_train=3, num_val=1, num_test=0, vertex_spaci
 def project(tmp_path_factory):
     """A tiny processed demo store with splits, class statistics, an instance bank and tiny-CLIP anchors."""
     root = tmp_path_factory.mktemp("pretrain")
-    write_demo_dataset(root / "raw", SETTINGS)
-    processed = root / "data" / "processed" / "demo"
-    preprocess(root / "raw", processed)
-    (processed / "splits").mkdir()
+    processed = processed_demo_store(root, SETTINGS)
     ids = demo_scene_ids(SETTINGS)
-    for split, scenes in ids.items():
-        (processed / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in scenes))
     folders = scene_folders(processed, "train", ids["train"])
     write_class_statistics(class_statistics(folders), processed / "class_stats.csv")
     groups = ("head", "common", "tail")

@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
+from conftest import processed_demo_store
 from lgseg.config import load_config
 from lgseg.data.augment import DEFAULT_STEPS, augment
 from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset, collate, voxelize
-from lgseg.data.preprocess import preprocess
 from lgseg.errors import ConfigError
 from lgseg.models import Res16UNet
-from lgseg.scannet.demo import DemoSettings, demo_scene_ids, write_demo_dataset
+from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.sparse import get_backend
 from lgseg.train.checkpoint import load_checkpoint, load_matching_weights, save_checkpoint
 from lgseg.train.engine import train
@@ -30,12 +30,7 @@ SETTINGS = DemoSettings(seed=2, num_train=3, num_val=1, num_test=0, vertex_spaci
 def store(tmp_path_factory):
     """A tiny processed demo store with split lists, in the layout the engine expects."""
     root = tmp_path_factory.mktemp("project")
-    write_demo_dataset(root / "raw", SETTINGS)
-    processed = root / "data" / "processed" / "demo"
-    preprocess(root / "raw", processed)
-    (processed / "splits").mkdir()
-    for split, scenes in demo_scene_ids(SETTINGS).items():
-        (processed / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in scenes))
+    processed_demo_store(root, SETTINGS)
     return root
 
 
