@@ -128,12 +128,12 @@ def _train(args) -> None:
     from lgseg.config import load_config
     from lgseg.fileio import write_json
     from lgseg.train.distributed import is_main
-    from lgseg.train.engine import train
+    from lgseg.train.engine import default_run_dir, train
 
     config = load_config(args.config)
     kind, name = ("pretraining", args.pretraining) if args.pretraining else ("experiment", args.experiment)
-    default_dir = Path("runs") / config["dataset"]["name"] / ("pretrain" if args.pretraining else "") / name
-    summary = train(config, name, args.run_dir or default_dir, resume=args.resume, kind=kind)
+    run_dir = args.run_dir or default_run_dir(config, name, kind)
+    summary = train(config, name, run_dir, resume=args.resume, kind=kind)
     if args.summary and is_main():
         write_json(args.summary, summary)
 

@@ -88,9 +88,9 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 def _check_runs(config: dict) -> None:
     """Cross-references the schema cannot express: ratios with masks, pre-trainings that exist, the CLIP file."""
     if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
-        from lgseg.text.encoders import CLIP_FILE_HELP
+        from lgseg.text.encoders import CLIP_CHECKPOINT_MISSING
 
-        raise ConfigError(f"config key 'text.checkpoint' is required for text.encoder clip-vit-b32: {CLIP_FILE_HELP}")
+        raise ConfigError(CLIP_CHECKPOINT_MISSING)
     for section in ("pretraining", "experiments"):
         for name, run in config[section].items():
             ratio = run["annotation_ratio"]

@@ -3,6 +3,7 @@ L2-normalised copy, the class names and the inputs it was made from; rebuilt onl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -46,8 +47,6 @@ def cache_inputs(encoder: TextEncoder, template: str) -> dict:
 
 
 def _names_hash(names) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 

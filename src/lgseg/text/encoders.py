@@ -3,6 +3,7 @@ in a PyPI package) and a tiny random CLIP for tests. Nothing is downloaded: the 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -18,12 +19,15 @@ TINY_CLIP_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "text"
 CLIP_FILE_HELP = ("download the OpenAI CLIP ViT-B/32 weights on a machine with internet (the `ViT-B-32.pt` file "
                   "of OpenAI's CLIP release, or open_clip's `open_clip_pytorch_model.bin` of "
                   "timm/vit_base_patch32_clip_224.openai) and set `text.checkpoint` to its path")
+CLIP_CHECKPOINT_MISSING = f"config key 'text.checkpoint' is required for text.encoder clip-vit-b32: {CLIP_FILE_HELP}"
 
 
-def _hub_offline() -> None:
-    """Make any accidental hub lookup fail instead of downloading."""
+def _prepare_text_model_imports() -> None:
+    """Before importing open_clip or sentence-transformers: hub lookups fail instead of downloading, and
+    torchvision imports next to a CPU-only torch."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    _declare_missing_torchvision_ops()
 
 
 def _declare_missing_torchvision_ops() -> None:
@@ -56,8 +60,7 @@ def _declare_missing_torchvision_ops() -> None:
 
 def import_open_clip():
     """`import open_clip`, working on CPU-only torch installs too (see `_declare_missing_torchvision_ops`)."""
-    _hub_offline()
-    _declare_missing_torchvision_ops()
+    _prepare_text_model_imports()
     import open_clip
 
     if "lgseg-tiny-clip" not in open_clip.list_models():
@@ -81,7 +84,7 @@ def _version(package: str) -> str | None:
 
 
 @dataclass
-class TextEncoder:
+class TextEncoder(abc.ABC):
     """What the anchor cache needs from an encoder: its name, the weights it uses and `encode`."""
 
     name: str
@@ -95,8 +98,9 @@ class TextEncoder:
                 "checkpoint_sha256": file_sha256(self.checkpoint) if self.checkpoint else None,
                 "options": self.options, "versions": {p: _version(p) for p in ("torch",) + self.packages}}
 
+    @abc.abstractmethod
     def encode(self, prompts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+        """[len(prompts), D] float32 embeddings."""
 
 
 class OpenClipEncoder(TextEncoder):
@@ -152,8 +156,7 @@ class MiniLMEncoder(TextEncoder):
         self._model = None
 
     def encode(self, prompts: list[str]) -> np.ndarray:
-        _hub_offline()
-        _declare_missing_torchvision_ops()
+        _prepare_text_model_imports()
         from sentence_transformers import SentenceTransformer
 
         self._model = self._model or SentenceTransformer(str(self.model_dir), device="cpu")
@@ -168,8 +171,7 @@ def make_encoder(name: str, checkpoint: str | Path | None = None, quick_gelu: bo
     """The encoder `text.encoder` names; `clip-vit-b32` needs `text.checkpoint`, the others take none."""
     if name == "clip-vit-b32":
         if checkpoint is None:
-            raise ConfigError(f"config key 'text.checkpoint' is required for text.encoder clip-vit-b32: "
-                              f"{CLIP_FILE_HELP}")
+            raise ConfigError(CLIP_CHECKPOINT_MISSING)
         return OpenClipEncoder(name, "ViT-B-32", checkpoint, quick_gelu)
     if checkpoint is not None:
         raise ConfigError(f"config key 'text.checkpoint' must be null for text.encoder {name} (it brings its "

@@ -40,10 +40,6 @@ def processed_root(config: dict) -> Path:
     return Path(config["data_dir"]) / "processed" / config["dataset"]["name"]
 
 
-def runs_root(config: dict) -> Path:
-    return Path("runs") / config["dataset"]["name"]
-
-
 @dataclass(frozen=True)
 class Run:
     """One training run: an entry of `pretraining` (kind "pretraining") or of `experiments` (kind "experiment")."""
@@ -77,8 +73,10 @@ def instance_bank_path(config: dict, annotation_ratio: float) -> Path:
     return processed_root(config) / f"instance_bank{suffix}.npz"
 
 
-def pretraining_checkpoint(config: dict, name: str) -> Path:
-    return runs_root(config) / "pretrain" / name / BEST
+def default_run_dir(config: dict, name: str, kind: str = "experiment") -> Path:
+    """runs/<dataset>/<experiment>, or runs/<dataset>/pretrain/<name> (the workflow's layout)."""
+    runs = Path("runs") / config["dataset"]["name"]
+    return runs / "pretrain" / name if kind == "pretraining" else runs / name
 
 
 def run_settings(config: dict, run: Run) -> dict:
@@ -268,7 +266,7 @@ def _train(config: dict, run: Run, run_dir: Path, resume: str, device: torch.dev
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, train_cfg["gamma"])
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     start_epoch, best_miou = 0, -1.0
-    init = (pretraining_checkpoint(config, run.entry["pretraining"]) if run.entry.get("pretraining")
+    init = (default_run_dir(config, run.entry["pretraining"], "pretraining") / BEST if run.entry.get("pretraining")
             else run.entry.get("init"))
     if resume == "auto" and (run_dir / LAST).exists():
         state = load_checkpoint(run_dir / LAST, map_location=device)
