@@ -76,39 +76,34 @@ TEXT_ANCHORS = f"{DATA}/text/{TEXT['encoder']}.npz"
 
 RUNS = f"runs/{DATASET}"
 EXPERIMENTS = list(config["experiments"])
-
-
-PRETRAININGS = list(config["pretraining"])
+SECTION = {"pretraining": "pretraining", "experiment": "experiments"}
 
 
 def _run_entry(kind, name):
-    return config["pretraining" if kind == "pretraining" else "experiments"][name]
+    return config[SECTION[kind]][name]
 
 
 def run_config(kind):
-    """The settings one training run depends on, as JSON (written into the run folder; a change re-runs it)."""
+    """The settings one training run depends on, as JSON (written into the run folder; a change re-runs it).
+    Sections a run does not read (text anchors, loss settings, instance sampling) are left to their defaults.
+    """
 
     def settings(wildcards):
-        keys = (
-            "data_dir",
-            "dataset",
-            "scannet",
-            "annotation",
-            "model",
-            "train",
-            "text",
-            "losses",
-        )
+        keys = ("data_dir", "dataset", "scannet", "annotation", "model", "train")
         part = {key: config[key] for key in keys}
         entry = _run_entry(kind, wildcards.name)
-        section = "pretraining" if kind == "pretraining" else "experiments"
-        part[section] = {wildcards.name: entry}
-        if entry.get("pretraining"):
-            part["pretraining"] = {
-                entry["pretraining"]: config["pretraining"][entry["pretraining"]]
-            }
-        elif kind == "experiment":
-            part["pretraining"] = {}
+        part[SECTION[kind]] = {wildcards.name: entry}
+        if kind == "experiment":
+            pretraining = entry["pretraining"]
+            part["pretraining"] = (
+                {pretraining: config["pretraining"][pretraining]} if pretraining else {}
+            )
+        if kind == "pretraining" or entry["pretraining"]:
+            part["text"] = config["text"]
+        if kind == "pretraining":
+            part["losses"] = {"contrastive": config["losses"]["contrastive"]}
+        elif entry["loss"] == "focal":
+            part["losses"] = {"focal": config["losses"]["focal"]}
         if entry["instance_sampling"]:
             part["instance_sampling"] = config["instance_sampling"]
         return json.dumps(part, sort_keys=True)
