@@ -1,6 +1,7 @@
 """lgseg: ScanNet200 language-grounded semantic segmentation, from raw scans to the paper's tables and figures."""
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
@@ -31,8 +32,13 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/table1.csv",
-        f"{RESULTS}/figures/fig4_class_distribution.png",
-        f"{RESULTS}/figures/text_anchors_{TEXT['encoder']}.png",
-        f"{PROCESSED}/class_stats.csv",
-        expand(f"{PROCESSED}/masks/annotated_{{ratio}}.npz", ratio=RATIOS),
+        str(LAYOUT.result("table1.csv")),
+        str(LAYOUT.figure("fig4_class_distribution.png")),
+        str(LAYOUT.figure(f"text_anchors_{TEXT['encoder']}.png")),
+        str(LAYOUT.class_stats),
+        [str(LAYOUT.mask(ratio)) for ratio in RATIOS],
+        [run_path("experiment", name, METRICS) for name in EXPERIMENTS],
+
+
+onerror:
+    print_failed_logs(log)

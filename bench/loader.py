@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from lgseg.config import load_config
 from lgseg.data.dataset import PointBudgetBatchSampler, collate
 from lgseg.scannet.labels import IGNORE_INDEX, scannet200
-from lgseg.train.engine import build_model, find_run, make_datasets
+from lgseg.runs import resolve_run
+from lgseg.train.engine import build_model, make_datasets
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,8 @@ def loader_rate(dataset, sampler, workers: int, batches: int) -> tuple[float, fl
 
 
 def step_time(config, dataset, sampler, batches: int) -> float:
-    model = build_model(config["model"], 0, num_classes=scannet200().num_classes)
+    model = build_model(config["model"]["backend"], config["model"]["variant"], 0,
+                        num_classes=scannet200().num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
     loaded = [collate([dataset[i] for i in b]) for b, _ in zip(sampler, range(batches + 1))]
@@ -65,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     train_cfg = config["train"]
-    dataset, _ = make_datasets(config, find_run(config, next(iter(config["experiments"]))))
+    dataset, _ = make_datasets(resolve_run(config, "experiment", next(iter(config["experiments"]))))
     sampler = PointBudgetBatchSampler(dataset.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
                                       shuffle=True, seed=0)
     step = step_time(config, dataset, sampler, args.batches)

@@ -48,15 +48,23 @@ def label_tsv() -> Path:
     return REPO / "src" / "lgseg" / "resources" / "scannet_meta" / "scannetv2-labels.combined.tsv"
 
 
+def layout(root: Path):
+    """The data-product paths of the demo dataset under `root` (data_dir root/data, runs_dir root/runs)."""
+    from lgseg.paths import Layout
+
+    return Layout(str(root / "data"), str(root / "runs"), str(root / "results"), "demo")
+
+
 def processed_demo_store(root: Path, settings) -> Path:
-    """Demo rooms of `settings` preprocessed into `root/data/processed/demo` with split lists, as the engine expects."""
+    """Demo rooms of `settings` preprocessed into the demo store under `root` with split lists, as the engine
+    expects."""
     from lgseg.data.preprocess import preprocess
     from lgseg.scannet.demo import demo_scene_ids, write_demo_dataset
 
     write_demo_dataset(root / "raw", settings)
-    processed = root / "data" / "processed" / "demo"
-    preprocess(root / "raw", processed)
-    (processed / "splits").mkdir()
+    paths = layout(root)
+    preprocess(root / "raw", paths.processed)
     for split, scenes in demo_scene_ids(settings).items():
-        (processed / "splits" / f"{split}.txt").write_text("".join(f"{s}\n" for s in scenes))
-    return processed
+        paths.split_list(split).parent.mkdir(exist_ok=True)
+        paths.split_list(split).write_text("".join(f"{s}\n" for s in scenes))
+    return paths.processed

@@ -22,7 +22,8 @@ TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex
         "preprocess": {"scenes_per_shard": 3, "workers": 1},
         "annotation": {"ratios": [0.1, 0.5]},
         "train": {"voxel_size": 0.15, "epochs": 4, "milestones": [3], "workers": 0},
-        "experiments": {"scratch": {"label": "Scratch"}, "half": {"label": "Half", "annotation_ratio": 0.5}}}
+        "experiments": {"scratch": {"label": "Scratch"}, "half": {"label": "Half", "annotation_ratio": 0.5}},
+        "reports": {"table1": ["scratch", "half"]}}
 OUTPUT_DIRS = ("data", "runs", "results")  # what the pipeline writes
 
 
@@ -47,7 +48,7 @@ def _dvc(args, cwd, timeout=120, check=True):
 
 
 def _dvc_yaml(cwd, *args, check=True):
-    return _run([sys.executable, "-m", "lgseg", "dvc-yaml", *args], cwd, check=check, src=cwd / "src")
+    return _run([sys.executable, "workflow/scripts/dvc_yaml.py", *args], cwd, check=check, src=cwd / "src")
 
 
 def _ran(output):
@@ -68,7 +69,7 @@ def _same_files(a, b):
 
 
 def test_committed_dvc_yaml_is_up_to_date():
-    result = _run([sys.executable, "-m", "lgseg", "dvc-yaml", "--check"], REPO, check=False)
+    result = _run([sys.executable, "workflow/scripts/dvc_yaml.py", "--check"], REPO, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
@@ -124,9 +125,12 @@ def pulled(repro, project):
 
 def test_stages_are_the_snakemake_jobs(project):
     work = project / "work"
+    assert "table1" in _dvc(["dag"], work).stdout  # what the README offers on a fresh clone
+    assert "train-half" in _dvc(["status"], work).stdout
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     assert {"demo_scenes", "check_raw", "preprocess-000", "preprocess-002", "splits", "annotation_masks-0_1",
-            "annotation_masks-0_5", "train-scratch", "train-half", "evaluate-half", "table1"} <= set(stages)
+            "annotation_masks-0_5", "run_spec-experiment-half", "train-scratch", "train-half", "evaluate-half",
+            "table1"} <= set(stages)
     dry = _run([sys.executable, "-m", "snakemake", "-n"], work)  # one stage per job
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, flags=re.M))
     assert sum(int(n) for rule, n in counts.items() if rule not in ("all", "total")) == len(stages)
@@ -134,14 +138,18 @@ def test_stages_are_the_snakemake_jobs(project):
         rule = name.split("-")[0]
         assert stage["cmd"].startswith("snakemake ") and stage["cmd"].endswith(f"--allowed-rules {rule}")
         assert stage["deps"][-1].startswith("workflow/rules/")
-        keys = [k for entry in stage.get("params", []) for k in entry["config.yaml"]]
-        if not name.startswith(("train", "table1")):
-            assert not any(k.startswith("experiments") for k in keys), name
-    assert [k for e in stages["train-half"]["params"] for k in e["config.yaml"] if "experiments" in k] == \
-        ["experiments.half"]
+        params = [entry["config.yaml"] for entry in stage.get("params", [])]
+        if rule == "run_spec":  # every parameter: a run's settings reach it only through its specification
+            assert params == [None], name
+        elif rule != "table1":
+            assert not any(k.startswith("experiments") for keys in params for k in keys), name
+    assert "params" not in stages["train-half"]
+    assert "runs/demo/specs/experiment.half.json" in stages["train-half"]["deps"]
     assert stages["evaluate-half"]["metrics"] == ["runs/demo/half/metrics.json"]
-    assert {"runs/demo/half/best.pt", "runs/demo/half/last.pt", "runs/demo/half/dvclive"} <= \
-        set(stages["train-half"]["outs"])
+    persisted = {path for out in stages["train-half"]["outs"] if isinstance(out, dict)
+                 for path, options in out.items() if options == {"persist": True}}
+    assert persisted == {"runs/demo/half/best.pt", "runs/demo/half/last.pt", "runs/demo/half/dvclive",
+                         "runs/demo/half/run.json"}
     scenes = [o for name in stages if name.startswith("preprocess") for o in stages[name]["outs"]
               if "/shards/" not in o]
     assert len(scenes) == 7 and all(re.fullmatch(r"data/processed/demo/(train|val|test)/scene\d{4}_\d\d", s)
@@ -177,31 +185,90 @@ def test_push_pull_restores_data_and_checkpoints(pulled):
     assert "up to date" in _dvc(["status"], clone).stdout
 
 
-def test_changed_parameter_reruns_only_its_experiment(pulled):
+def _edit(clone, change):
+    config = yaml.safe_load((clone / "config.yaml").read_text())
+    change(config)
+    (clone / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _snapshot(clone):
+    return {p: (clone / p).read_bytes() for p in _files(clone)}
+
+
+def _changed(before, clone):
+    after = _snapshot(clone)
+    return {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+
+def test_label_rename_rebuilds_only_the_table(pulled):
     """On the fresh clone: no .snakemake metadata, files with the mtimes `dvc pull` gave them, then shuffled."""
     work, clone = pulled
-    before = {p: (clone / p).read_bytes() for p in _files(clone)}
+    before = _snapshot(clone)
     now = time.time()
     for name in before:  # inputs newer than every output made from them: Snakemake's mtime trigger must not fire
         stamp = now - 5 if name.startswith("data/") else now - 3600
         os.utime(clone / name, (stamp, stamp))
-    config = yaml.safe_load((clone / "config.yaml").read_text())
-    config["experiments"]["half"]["label"] = "Half (relabelled)"
-    (clone / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _edit(clone, lambda c: c["experiments"]["half"].update(label="Half (relabelled)"))
     _dvc_yaml(clone, "--check")  # a value changed, not the structure: dvc.yaml stays as it is
 
     status = json.loads(_dvc(["status", "--json"], clone).stdout)
-    assert set(status) == {"train-half", "table1"}
+    assert set(status) == {"run_spec-experiment-half", "run_spec-experiment-scratch", "table1"}
     result = _dvc(["repro"], clone, timeout=300)
     ran, rules = _ran(result.stdout + result.stderr)
-    assert ran == ["train-half", "evaluate-half", "table1"]
-    assert rules == {"train", "evaluate", "table1"}  # Snakemake ran just those jobs, no upstream one
-
-    after = {p: (clone / p).read_bytes() for p in _files(clone)}
-    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
-    assert not any(p.startswith(("data/", "runs/demo/scratch/")) for p in changed)
+    assert sorted(ran) == ["run_spec-experiment-half", "run_spec-experiment-scratch", "table1"]
+    assert rules == {"run_spec", "table1"}  # the specifications are rewritten unchanged; nothing trains
+    assert _changed(before, clone) == {"results/table1.csv", "results/table1.md"}
     old = pd.read_csv(work / "results" / "table1.csv")
     new = pd.read_csv(clone / "results" / "table1.csv")
     assert new["method"].tolist() == ["Scratch", "Half (relabelled)"]
-    pd.testing.assert_frame_equal(new.drop(columns="method"), old.drop(columns="method"))  # same seeds, same numbers
+    pd.testing.assert_frame_equal(new.drop(columns="method"), old.drop(columns="method"))  # same numbers
     assert "up to date" in _dvc(["status"], clone).stdout
+
+
+def test_new_ratio_reruns_no_training(pulled):
+    _, clone = pulled
+    before = _snapshot(clone)
+    _edit(clone, lambda c: c["annotation"]["ratios"].append(0.2))
+    assert _dvc_yaml(clone, "--check", check=False).returncode == 1  # a new stage: the structure changed
+    _dvc_yaml(clone)
+    ran, rules = _ran(_dvc(["repro"], clone, timeout=300).stdout)
+    assert "annotation_masks-0_2" in ran and rules <= {"annotation_masks", "run_spec"}
+    assert not any(p.startswith(("runs/demo/scratch/", "runs/demo/half/", "results/")) for p in _changed(before, clone))
+
+
+def test_changed_lr_trains_that_run_afresh(pulled):
+    _, clone = pulled
+    before = _snapshot(clone)
+    _edit(clone, lambda c: c["experiments"]["half"].update(train={"lr": 0.01}))
+    ran, rules = _ran(_dvc(["repro"], clone, timeout=300).stdout)
+    assert {"train-half", "evaluate-half", "table1"} <= set(ran) and "train-scratch" not in ran
+    log = (clone / "logs" / "demo" / "train_half.log").read_text()
+    assert "another identity (changed: settings.train.lr)" in log and "resuming" not in log
+    changed = _changed(before, clone)
+    assert "runs/demo/half/last.pt" in changed and not any(p.startswith("runs/demo/scratch/") for p in changed)
+
+
+def test_changed_mask_content_trains_the_limited_run_afresh(pulled):
+    """A data change upstream (the 50 % mask keeps more points): only the run reading that mask trains again."""
+    _, clone = pulled
+    before = _snapshot(clone)
+    _edit(clone, lambda c: c["annotation"].update(min_points=400))
+    output = _dvc(["repro"], clone, timeout=300).stdout
+    ran, _ = _ran(output)
+    assert {"annotation_masks-0_5", "train-half"} <= set(ran) and "train-scratch" not in ran, output
+    assert "changed: content.mask" in (clone / "logs" / "demo" / "train_half.log").read_text()
+    assert not any(p.startswith("runs/demo/scratch/") for p in _changed(before, clone))
+    assert "up to date" in _dvc(["status"], clone).stdout
+
+
+def test_missing_init_file_stops_naming_key_and_file(pulled):
+    _, clone = pulled
+    before = _snapshot(clone)
+    _edit(clone, lambda c: c["experiments"]["half"].update(init="checkpoints/missing.pt"))
+    result = _dvc_yaml(clone, check=False)
+    assert result.returncode == 1
+    assert "experiments.half.init" in result.stderr and "checkpoints/missing.pt does not exist" in result.stderr
+    result = _dvc(["repro"], clone, timeout=300, check=False)
+    assert result.returncode != 0
+    assert "experiments.half.init" in result.stdout + result.stderr
+    assert not any(p.startswith(("runs/demo/half/", "results/")) for p in _changed(before, clone))

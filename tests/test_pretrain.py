@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import processed_demo_store
+from conftest import layout, processed_demo_store
 from lgseg.config import load_config
 from lgseg.data.class_stats import class_statistics, write_class_statistics
 from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
@@ -18,7 +18,9 @@ from lgseg.text.anchors import build_text_anchors, load_text_anchors
 from lgseg.text.encoders import make_encoder
 from lgseg.train import losses
 from lgseg.train.checkpoint import load_checkpoint
-from lgseg.train.engine import Objective, find_run, run_settings, train
+from lgseg.runs import resolve_run
+from lgseg.train.engine import train
+from lgseg.train.objectives import ClassBalancedFocal, LanguageContrastive
 
 SETTINGS = DemoSettings(seed=5, num_train=3, num_val=1, num_test=0, vertex_spacing=0.15, objects_per_room=(6, 9))
 
@@ -33,8 +35,8 @@ def project(tmp_path_factory):
     write_class_statistics(class_statistics(folders), processed / "class_stats.csv")
     groups = ("head", "common", "tail")
     write_instance_bank(build_instance_bank(folders, processed / "class_stats.csv", groups=groups),
-                        processed / "instance_bank.npz")
-    build_text_anchors(make_encoder("tiny-clip-random"), root / "data" / "text" / "tiny-clip-random.npz")
+                        layout(root).instance_bank())
+    build_text_anchors(make_encoder("tiny-clip-random"), layout(root).text_anchors("tiny-clip-random"))
     return root
 
 
@@ -42,13 +44,15 @@ def _config(root, lr=0.05):
     path = root / f"config_{lr:g}.yaml"  # config_0.05.yaml: the default
     path.write_text(yaml.safe_dump({
         "data_dir": str(root / "data"),
+        "runs_dir": str(root / "runs"),
         "text": {"encoder": "tiny-clip-random"},
         "train": {"voxel_size": 0.2, "epochs": 2, "workers": 0, "milestones": [10], "batch_size": 2, "lr": lr,
                   "augmentations": []},
         "instance_sampling": {"groups": ["head", "common", "tail"], "count": 2},
-        "pretraining": {"lang": {"epochs": 4}},
+        "pretraining": {"lang": {"train": {"epochs": 4}}},
         "experiments": {"ours": {"label": "Ours", "pretraining": "lang", "loss": "focal",
-                                 "instance_sampling": True}}}))
+                                 "instance_sampling": True}},
+        "reports": {"table1": ["ours"]}}))
     return load_config([path])
 
 
@@ -57,11 +61,9 @@ def _metric(run_dir, name):
         return [float(row[name.split("/")[-1]]) for row in csv.DictReader(f, delimiter="\t")]
 
 
-def test_pretraining_pulls_features_to_their_anchors(project, monkeypatch):
-    monkeypatch.chdir(project)
-    config = _config(project)
-    summary = train(config, "lang", "runs/demo/pretrain/lang", kind="pretraining")
-    run_dir = project / "runs" / "demo" / "pretrain" / "lang"
+def test_pretraining_pulls_features_to_their_anchors(project):
+    summary = train(resolve_run(_config(project), "pretraining", "lang"))
+    run_dir = layout(project).run_dir("pretraining", "lang")
     cosine = _metric(run_dir, "train/positive_cosine")
     assert len(cosine) == 4 and cosine[-1] > cosine[0] + 0.1, cosine
     state = load_checkpoint(run_dir / "best.pt")
@@ -70,23 +72,23 @@ def test_pretraining_pulls_features_to_their_anchors(project, monkeypatch):
     assert summary["last_epoch_metrics"]["val/accuracy"] >= 0
 
 
-def test_finetuning_starts_from_the_pretraining_with_a_new_head(project, monkeypatch):
-    monkeypatch.chdir(project)
-    if not (project / "runs" / "demo" / "pretrain" / "lang" / "best.pt").exists():
-        train(_config(project), "lang", "runs/demo/pretrain/lang", kind="pretraining")
-    pretrained = load_checkpoint(project / "runs" / "demo" / "pretrain" / "lang" / "best.pt")["model"]
+def test_finetuning_starts_from_the_pretraining_with_a_new_head(project):
+    paths = layout(project)
+    train(resolve_run(_config(project), "pretraining", "lang"))  # done by the test above: reused
+    pretrained = load_checkpoint(paths.run_file("pretraining", "lang", "best.pt"))["model"]
     config = _config(project, lr=1e-30)  # the weights stay what initialisation gave them
-    train(config, "ours", "runs/demo/ours")
-    state = load_checkpoint(project / "runs" / "demo" / "ours" / "last.pt")
+    spec = resolve_run(config, "experiment", "ours")
+    train(spec)
+    state = load_checkpoint(paths.run_file("experiment", "ours", "last.pt"))
     assert state["model_args"] == {"num_classes": 200, "feature_dim": 32}
     for name, value in pretrained.items():
         if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):  # parameters
             torch.testing.assert_close(state["model"][name], value, rtol=0, atol=1e-12)
     assert state["model"]["final.kernel"].shape == (32, 200)
-    settings = run_settings(config, find_run(config, "ours"))
-    assert settings["loss"] == config["losses"]["focal"] and settings["pretraining"] == {
-        "method": "language", "annotation_ratio": 1.0, "instance_sampling": False, "epochs": 4, "milestones": None}
-    assert settings["instance_sampling"]["count"] == 2 and settings["text"]["encoder"] == "tiny-clip-random"
+    settings = spec.settings
+    assert settings["losses.focal"] == config["losses"]["focal"] and settings["init"] == {"pretraining": "lang"}
+    assert settings["instance_sampling"]["count"] == 2 and "text" not in settings  # anchors: not read when fine-tuning
+    assert "anchors" not in spec.files and spec.files["init"] == str(paths.run_file("pretraining", "lang", "best.pt"))
 
 
 def test_objective_losses_match_the_loss_functions(project):
@@ -94,17 +96,19 @@ def test_objective_losses_match_the_loss_functions(project):
     anchors = torch.from_numpy(load_text_anchors(project / "data" / "text" / "tiny-clip-random.npz").embeddings)
     features = torch.randn(50, 32, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(-1, 200, (50,), generator=torch.Generator().manual_seed(1))
-    pre = Objective(config, find_run(config, "lang", "pretraining"), anchors, torch.device("cpu"))
+    pre_spec = resolve_run(config, "pretraining", "lang")
+    pre = LanguageContrastive(pre_spec.settings, {"anchors": pre_spec.files["anchors"]}, torch.device("cpu"))
     pre.start_epoch(0, 3)
-    total, count = pre.loss(features, labels)
+    total, count = pre.loss({"features": features}, {"labels": labels})
     expected = losses.language_contrastive_loss(features, labels, anchors, reduction="mean_all",
                                                 generator=torch.Generator().manual_seed(3_027))
     torch.testing.assert_close(total / count, expected)  # the authors' mean over all points, same negatives
     assert int(count) == 50
-    torch.testing.assert_close(pre.scores(features), losses.cosine_to_anchors(features, anchors))
-    fine = Objective(config, find_run(config, "ours"), None, torch.device("cpu"))
+    torch.testing.assert_close(pre.scores({"features": features}), losses.cosine_to_anchors(features, anchors))
+    spec = resolve_run(config, "experiment", "ours")
+    fine = ClassBalancedFocal(spec.settings, {"class_stats": spec.files["class_stats"]}, torch.device("cpu"))
     logits = torch.randn(50, 200, generator=torch.Generator().manual_seed(2))
-    total, count = fine.loss(logits, labels)
+    total, count = fine.loss({"features": logits}, {"labels": labels})
     assert int(count) == int((labels >= 0).sum())
     torch.testing.assert_close(total / count, losses.focal_loss(logits, labels, fine.alpha, gamma=2.0))
     alpha = fine.alpha.numpy()

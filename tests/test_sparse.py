@@ -213,3 +213,32 @@ def test_whole_network_agrees_with_minkowski_engine(variant):
 
 def _keys(coords):
     return ((coords[:, 0] * 1000 + coords[:, 1]) * 1000 + coords[:, 2]) * 1000 + coords[:, 3]
+
+
+@pytest.mark.skipif(not HAS_MINKOWSKI, reason="MinkowskiEngine is not installed (bash envs/install_minkowski.sh)")
+def test_training_rows_line_up_with_labels_on_both_backends():
+    """The loss pairs output row i with label i. Both backends give the same rows for the same batch (in a shuffled
+    input order), so the same loss and gradients; MinkowskiBackend.output_features maps rows by coordinates."""
+    from lgseg.evaluate.inference import network_outputs
+
+    ours, theirs = get_backend("torch"), get_backend("minkowski")
+    coords, features = _scene(n=2500, seed=7)
+    order = torch.randperm(len(coords), generator=torch.Generator().manual_seed(8))
+    batch = {"coords": coords[order], "features": features[order].double()}
+    labels = torch.randint(-1, 7, (len(coords),), generator=torch.Generator().manual_seed(9))
+    torch.manual_seed(3)
+    model_ours = Res16UNet(ours, "Res16UNet14Tiny", num_classes=7).double()
+    model_me = Res16UNet(theirs, "Res16UNet14Tiny", num_classes=7).double()
+    model_me.load_state_dict(model_ours.state_dict())
+    losses = []
+    for backend, model in ((ours, model_ours), (theirs, model_me)):
+        logits = network_outputs(model, backend, batch, torch.device("cpu"))["features"]
+        loss = F.cross_entropy(logits, labels, ignore_index=-1)
+        loss.backward()
+        losses.append((logits, loss, model.final.kernel.grad.clone(), model.conv0p1s1.kernel.grad.clone()))
+    for a, b in zip(*losses):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-9)
+
+    # rows of a tensor made from another order of the same coordinates come back in the asked order
+    tensor = theirs.input_tensor(coords, features.double())
+    torch.testing.assert_close(theirs.output_features(tensor, coords[order]), features.double()[order])

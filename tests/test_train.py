@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import processed_demo_store
+from conftest import layout, processed_demo_store
 from lgseg.config import load_config
 from lgseg.data.augment import DEFAULT_STEPS, augment
 from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset, collate, voxelize
-from lgseg.errors import ConfigError
+from lgseg.errors import ConfigError, DataError
 from lgseg.models import Res16UNet
+from lgseg.runs import resolve_run
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.sparse import get_backend
 from lgseg.train.checkpoint import load_checkpoint, load_matching_weights, save_checkpoint
@@ -39,9 +40,14 @@ def _config(root, **train):
                 "augmentations": [{"name": "rotate", "max_xy": 0.05, "max_z": 3.14}, {"name": "flip", "p": 0.95}],
                 **train}
     path = root / f"config_{abs(hash(json.dumps(settings, sort_keys=True)))}.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": str(root / "data"), "train": settings,
-                                    "experiments": {"scratch": {"label": "Scratch"}}}))
+    path.write_text(yaml.safe_dump({"data_dir": str(root / "data"), "runs_dir": str(root / "runs"),
+                                    "train": settings, "experiments": {"scratch": {"label": "Scratch"}},
+                                    "reports": {"table1": ["scratch"]}}))
     return path
+
+
+def _spec(config_file, name="scratch"):
+    return resolve_run(load_config([config_file]), "experiment", name)
 
 
 def test_voxelize_keeps_the_first_point_and_maps_every_point():
@@ -154,7 +160,7 @@ def _weights(run_dir):
 def test_resume_after_kill_gives_the_same_weights(store):
     config_file = _config(store, epochs=3)
     reference = store / "runs" / "reference"
-    train(load_config([config_file]), "scratch", reference)
+    train(_spec(config_file), reference)
     killed = store / "runs" / "killed"
     command = [sys.executable, "-m", "lgseg", "train", "--config", str(config_file), "--experiment", "scratch",
                "--run-dir", str(killed)]
@@ -174,10 +180,55 @@ def test_resume_after_kill_gives_the_same_weights(store):
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)  # same seed: same run
 
 
-def test_resume_with_changed_settings_is_refused(store):
-    run_dir = store / "runs" / "changed"
-    train(load_config([_config(store, epochs=1)]), "scratch", run_dir)
-    with pytest.raises(ConfigError, match="written with other settings"):
-        train(load_config([_config(store, epochs=1, lr=0.01)]), "scratch", run_dir)
+def _files(run_dir):
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_identity_decides_reuse_resume_or_fresh(store, caplog):
+    """Same identity and finished: nothing trains. Operational settings: no retraining. lr, data: a fresh run."""
+    caplog.set_level("INFO", logger="lgseg.train.engine")
+    run_dir = store / "runs" / "identity"
+    first = train(_spec(_config(store, epochs=1)), run_dir)
+    before = _files(run_dir)
+    assert train(_spec(_config(store, epochs=1)), run_dir) == first  # finished, same identity
+    again = _spec(_config(store, epochs=1, workers=1, val_every=5, checkpoint_every=3))
+    assert train(again, run_dir) == first  # cosmetic: not refused, not retrained
+    assert _files(run_dir) == before and caplog.text.count("nothing to train") == 2
+
+    caplog.clear()
+    train(_spec(_config(store, epochs=1, lr=0.01)), run_dir)
+    assert "another identity (changed: settings.train.lr)" in caplog.text and "resuming" not in caplog.text
+    changed = _files(run_dir)
+    assert changed["last.pt"] != before["last.pt"] and not list(store.glob("runs/.identity.*"))  # old one gone
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["epoch"] == 1 and state["identity"]["settings"]["train"]["lr"] == 0.01
+
+    caplog.clear()  # the same settings on other data: the identity's content part changes
+    segment = layout(store).split_dir("train") / demo_scene_ids(SETTINGS)["train"][0] / "segment.npy"
+    original = segment.read_bytes()
+    try:
+        labels = np.load(segment)
+        labels[labels == labels.max()] = 0
+        np.save(segment, labels)
+        train(_spec(_config(store, epochs=1, lr=0.01)), run_dir)
+    finally:
+        segment.write_bytes(original)
+    assert "changed: content.train_scenes" in caplog.text
+    assert load_checkpoint(run_dir / "last.pt")["identity"]["content"] != state["identity"]["content"]
+
+
+def test_missing_or_mismatched_init_is_a_clear_error(store):
+    config_file = _config(store, epochs=1)
+    config = yaml.safe_load(config_file.read_text())
+    config["experiments"]["scratch"]["init"] = str(store / "nowhere.pt")
+    config_file.write_text(yaml.safe_dump(config))
+    with pytest.raises(DataError, match="nowhere.pt: input of the run is missing"):
+        train(_spec(config_file), store / "runs" / "init_missing")
+    other = Res16UNet(get_backend("torch"), "Res16UNet34C", num_classes=200)  # another variant: shapes differ
+    save_checkpoint(store / "34c.pt", model=other.state_dict(), model_args={"num_classes": 200, "feature_dim": None})
+    config["experiments"]["scratch"]["init"] = str(store / "34c.pt")
+    config_file.write_text(yaml.safe_dump(config))
+    with pytest.raises(DataError, match=r"34c.pt: matches \d+ of the network's \d+ tensors"):
+        train(_spec(config_file), store / "runs" / "init_other")
     with pytest.raises(ConfigError, match="'experiments.nope' is missing"):
-        train(load_config([_config(store, epochs=1)]), "nope", run_dir)
+        _spec(config_file, "nope")

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +42,7 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     assert int(counts["preprocess"]) == 31  # 1513 scenes / 50 per shard, not one job per scene
     assert int(counts["annotation_masks"]) == 3 and int(counts["check_raw"]) == 1
     assert int(counts["pretrain"]) == 1 and int(counts["train"]) == 5 and int(counts["instance_bank"]) == 1
+    assert int(counts["run_spec"]) == 6
 
 
 TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
@@ -107,9 +109,12 @@ def test_demo_run_trains_evaluates_and_writes_table1(demo_run):
     assert table.notna().all(axis=None)
     markdown = (work / "results" / "table1.md").read_text()
     assert "| Scratch |" in markdown and "48.29" in markdown and "synthetic demo" in markdown
-    ours = json.loads((work / "runs" / "demo" / "ours" / "config.json").read_text())
-    assert ours["experiments"]["ours"]["pretraining"] == "clip" and ours["instance_sampling"]["count"] == 5
-    assert list(ours["pretraining"]) == ["clip"] and ours["text"]["encoder"] == "minilm-l6"
+    ours = json.loads((work / "runs" / "demo" / "ours" / "run.json").read_text())
+    assert ours["spec"] == json.loads((work / "runs" / "demo" / "specs" / "experiment.ours.json").read_text())
+    assert ours["spec"]["settings"]["init"] == {"pretraining": "clip"}
+    assert ours["spec"]["settings"]["instance_sampling"]["count"] == 5
+    assert set(ours["identity"]["content"]) == {"class_stats", "init", "instance_bank", "train_list", "train_scenes",
+                                                "val_list", "val_scenes"}
     state = torch.load(work / "runs" / "demo" / "ours" / "best.pt", weights_only=False)
     assert state["model_args"] == {"num_classes": 200, "feature_dim": 384}  # MiniLM anchors are 384-d
     assert (work / "runs" / "demo" / "scratch" / "best.pt").exists()
@@ -157,8 +162,9 @@ def test_benchmark_files_of_the_demo_run_score_like_metrics_json(demo_run, tmp_p
 
     work, settings, _ = demo_run
     run = work / "runs" / "demo" / "scratch"
-    exported = subprocess.run([sys.executable, "-m", "lgseg", "export-benchmark", "--config", str(run / "config.json"),
-                               "--run-dir", str(run), "--split", "val", "--out", str(tmp_path / "pred")],
+    spec = work / "runs" / "demo" / "specs" / "experiment.scratch.json"
+    exported = subprocess.run([sys.executable, "-m", "lgseg", "export-benchmark", "--spec", str(spec),
+                               "--split", "val", "--out", str(tmp_path / "pred")],
                               cwd=work, capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr[-2000:]
     for scene in demo_scene_ids(settings)["val"]:
@@ -175,3 +181,143 @@ def test_benchmark_files_of_the_demo_run_score_like_metrics_json(demo_run, tmp_p
     assert in_ground_truth
     for name in in_ground_truth:  # two evaluators, same files: same IoU for every class of the ground truth
         assert benchmark[name] == pytest.approx(official[name]["iou"], abs=1e-12)
+
+
+# ------------------------------------------------------------------- re-runs follow the run identity (Snakemake)
+
+
+@pytest.fixture
+def rerun(demo_run, tmp_path):
+    """A copy of the finished tiny demo project (outputs, .snakemake metadata, mtimes) and a runner for it."""
+    work = tmp_path / "work"
+    shutil.copytree(demo_run[0], work, symlinks=True)
+
+    def run(change=None, *args):
+        config = yaml.safe_load((work / "tiny.yaml").read_text())
+        if change:
+            change(config)
+        (work / "tiny.yaml").write_text(yaml.safe_dump(config))
+        result = _run(["--cores", "2", "--configfile", str(work / "tiny.yaml"), *args], work)
+        jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
+        jobs.pop("total", None)
+        return result, {rule: int(n) for rule, n in jobs.items()}
+
+    return work, run
+
+
+def _outputs(work):
+    return {p.relative_to(work).as_posix(): p.read_bytes() for d in ("data", "runs", "results")
+            for p in (work / d).rglob("*") if p.is_file()}
+
+
+def test_label_rename_rebuilds_only_the_table(rerun):
+    work, run = rerun
+    before = _outputs(work)
+    result, jobs = run(lambda c: c.setdefault("experiments", {}).update(ins_samp={"label": "Sampling"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # a renamed label and the same entry otherwise: only the table
+    assert set(jobs) == {"table1", "all"}, result.stdout[-3000:] + result.stderr[-3000:]
+    changed = {p for p, content in _outputs(work).items() if before.get(p) != content}
+    assert changed == {"results/table1.csv", "results/table1.md"}
+    assert "Sampling" in (work / "results" / "table1.csv").read_text()
+
+
+def test_new_ratio_reruns_no_table1_run(rerun):
+    _, run = rerun
+    result, jobs = run(lambda c: c["annotation"].update(ratios=[0.1, 0.2, 0.5]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs == {"annotation_masks": 1, "all": 1}
+
+
+def test_lr_change_trains_that_run_afresh(rerun):
+    work, run = rerun
+    before = _outputs(work)
+    result, jobs = run(lambda c: c.setdefault("experiments", {}).update(
+        c_focal={"label": "C-Focal", "loss": "focal", "train": {"lr": 0.01}}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs == {"run_spec": 1, "train": 1, "evaluate": 1, "table1": 1, "all": 1}
+    log = (work / "logs" / "demo" / "train_c_focal.log").read_text()
+    assert "another identity (changed: settings.train.lr)" in log and "resuming" not in log
+    changed = {p for p, content in _outputs(work).items() if before.get(p) != content}
+    assert "runs/demo/c_focal/last.pt" in changed and not any(p.startswith("runs/demo/scratch/") for p in changed)
+
+
+def test_changed_raw_label_trains_afresh(rerun):
+    """The reported stale re-run: a label edited in a raw scene, the pipeline re-run from preprocessing."""
+    work, run = rerun
+    scene = demo_scene_ids(DemoSettings(seed=1, num_train=4, num_val=2, num_test=1, vertex_spacing=0.15,
+                                        objects_per_room=(6, 10)))["train"][0]
+    aggregation = work / "data" / "raw" / "demo" / "scans" / scene / f"{scene}.aggregation.json"
+    content = json.loads(aggregation.read_text())
+    content["segGroups"][0]["label"] = "bathtub"
+    aggregation.write_text(json.dumps(content))
+    before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
+    result, jobs = run(None, "--forcerun", "check_raw")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs["train"] == 5 and jobs["pretrain"] == 1
+    log = (work / "logs" / "demo" / "train_scratch.log").read_text()
+    assert "another identity (changed: content.train_scenes)" in log and "resuming" not in log
+    after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
+    assert after["identity"]["content"]["train_scenes"] != before["identity"]["content"]["train_scenes"]
+
+
+def test_finished_run_with_same_identity_trains_nothing(rerun):
+    work, run = rerun
+    before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
+    result, jobs = run(None, "--forcerun", "train")
+    assert result.returncode == 0 and jobs["train"] == 5, result.stderr[-3000:]
+    assert "nothing to train" in (work / "logs" / "demo" / "train_scratch.log").read_text()
+    after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
+    assert after["summary"] == before["summary"]
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c.update(text={"encoder": "clip-vit-b32", "checkpoint": "weights/ViT-B-32.pt"}), "text.checkpoint"),
+    (lambda c: c.setdefault("experiments", {}).update(scratch={"label": "Scratch", "init": "weights/mine.pt"}),
+     "experiments.scratch.init"),
+])
+def test_missing_named_file_stops_before_any_job(rerun, change, key):
+    work, run = rerun
+    before = _outputs(work)
+    result, jobs = run(change)
+    assert result.returncode != 0 and not jobs
+    message = result.stdout + result.stderr
+    assert f"config key '{key}'" in message and "does not exist" in message and "weights/" in message
+    assert _outputs(work) == before
+
+
+def _readme_commands(program):
+    """Commands in the README's and docs' bash blocks (and the config headers) that start with `program`."""
+    texts = [(REPO / "README.md").read_text(), (REPO / "docs" / "architecture.md").read_text()]
+    texts += [line.lstrip("# ") for f in ("config.yaml", "workflow/configs/scannet200.yaml")
+              for line in (REPO / f).read_text().splitlines() if line.lstrip("# ").startswith(program)]
+    commands = []
+    for text in texts:
+        blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S) or [text]
+        for block in blocks:
+            for line in block.splitlines():
+                line = line.split("  #")[0].strip()
+                if line.startswith(program + " "):
+                    commands.extend(part.strip() for part in line.split("&&") if part.strip().startswith(program))
+    return commands
+
+
+def test_snakemake_commands_in_the_docs_parse_as_written():
+    """Snakemake's own parser reads each documented command: targets stay targets (`--configfile` takes every
+    following word, so a target written after it would be read as a config file), config files exist."""
+    import shlex
+
+    from snakemake.cli import get_argument_parser
+
+    commands = _readme_commands("snakemake")
+    assert any("--configfile" in c for c in commands) and any("results/table1.csv" in c for c in commands)
+    for command in commands:
+        words = shlex.split(command)[1:]
+        args = get_argument_parser().parse_args(words)
+        after_cores = [w for w, before in zip(words[1:], words) if before != "--cores"]
+        written_targets = {w for w in after_cores if w.endswith((".csv", ".png", ".html")) or w == "all"}
+        assert written_targets <= set(args.targets or ()), command
+        for path in args.configfile or ():
+            assert (REPO / path).is_file(), (command, path)
+        for profile in ([args.profile] if isinstance(args.profile, str) else args.profile or []):
+            assert (REPO / profile / "config.yaml").is_file(), command

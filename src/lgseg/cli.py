@@ -124,53 +124,74 @@ def _text_anchors(args) -> None:
         plot_similarity(anchors, args.report)
 
 
-def _train(args) -> None:
+def _run_spec(args):
+    """The run an evaluate/train/export command works on: --spec FILE, or --config FILES with --experiment or
+    --pretraining."""
+    from lgseg.runs import RunSpec, resolve_run
+
+    if args.spec:
+        return RunSpec.from_file(args.spec)
+    name = args.experiment or getattr(args, "pretraining", None)
+    if not args.config or not name:
+        raise ConfigError("name the run: --spec FILE (written by the run_spec rule), or --config FILE [FILE ...] "
+                          "with --experiment NAME" + (" or --pretraining NAME" if hasattr(args, "pretraining") else ""))
     from lgseg.config import load_config
+
+    kind = "experiment" if args.experiment else "pretraining"
+    return resolve_run(load_config(args.config), kind, name)
+
+
+def _write_run_spec(args) -> None:
+    from lgseg.fileio import write_text
+
+    write_text(args.out, _run_spec(args).to_json() + "\n")
+
+
+def _train(args) -> None:
     from lgseg.fileio import write_json
     from lgseg.train.distributed import is_main
-    from lgseg.train.engine import default_run_dir, train
+    from lgseg.train.engine import train
 
-    config = load_config(args.config)
-    kind, name = ("pretraining", args.pretraining) if args.pretraining else ("experiment", args.experiment)
-    run_dir = args.run_dir or default_run_dir(config, name, kind)
-    summary = train(config, name, run_dir, resume=args.resume, kind=kind)
+    spec = _run_spec(args)
+    summary = train(spec, args.run_dir, fresh=args.resume == "never")
     if args.summary and is_main():
         write_json(args.summary, summary)
 
 
 def _run_model(args, split: str):
-    """The config, the run's best model and a dataset of `split` (no augmentation)."""
-    from lgseg.config import load_config
+    """The run, its best model and a dataset of `split` (no augmentation)."""
+    from lgseg.paths import BEST
     from lgseg.train.checkpoint import load_checkpoint
-    from lgseg.train.engine import BEST, build_model, device_for_training, split_dataset
+    from lgseg.train.engine import build_model, device_for_training, split_dataset
 
-    config = load_config(args.config)
+    spec = _run_spec(args)
+    path = Path(args.run_dir or spec.run_dir) / BEST
     device = device_for_training()
-    state = load_checkpoint(Path(args.run_dir) / BEST, map_location=device)
+    state = load_checkpoint(path, map_location=device)
     if state["model_args"]["num_classes"] is None:
-        raise DataError(Path(args.run_dir) / BEST, "is a pre-training checkpoint (features, no class head)",
+        raise DataError(path, "is a pre-training checkpoint (features, no class head)",
                         "evaluate a fine-tuned run (an experiment) instead")
-    model = build_model(config["model"], config["train"]["seed"], **state["model_args"]).to(device)
+    model = build_model(spec.options["backend"], spec.settings["model"]["variant"], 0, **state["model_args"])
     model.load_state_dict(state["model"])
-    return config, model, split_dataset(config, split), device
+    return spec, model.to(device), split_dataset(spec, split), device
 
 
 def _evaluate(args) -> None:
+    from lgseg.evaluate.inference import confusions
     from lgseg.evaluate.semantic import write_metrics
-    from lgseg.train.engine import confusions
 
-    config, model, dataset, device = _run_model(args, args.split)
-    vertex, voxel = confusions(model, dataset, device, config["train"]["workers"], desc=f"evaluate {args.split}")
-    write_metrics(args.out, vertex, voxel,
-                  info={"run_dir": str(args.run_dir), "split": args.split, "dataset": config["dataset"]["name"]})
+    spec, model, dataset, device = _run_model(args, args.split)
+    vertex, voxel = confusions(model, dataset, device, spec.options["workers"], desc=f"evaluate {args.split}")
+    write_metrics(args.out, vertex, voxel, info={"run": spec.key, "run_dir": str(args.run_dir or spec.run_dir),
+                                                  "split": args.split})
 
 
 def _export_benchmark(args) -> None:
     from lgseg.evaluate.benchmark_format import export_predictions
-    from lgseg.train.engine import predict_scenes
+    from lgseg.evaluate.inference import predict_scenes
 
-    config, model, dataset, device = _run_model(args, args.split)
-    for scene_id, _, _, _, vertex_pred in predict_scenes(model, dataset, device, config["train"]["workers"],
+    spec, model, dataset, device = _run_model(args, args.split)
+    for scene_id, _, _, _, vertex_pred in predict_scenes(model, dataset, device, spec.options["workers"],
                                                          desc="export"):
         export_predictions(args.out, scene_id, vertex_pred)
 
@@ -191,10 +212,15 @@ def _table1(args) -> None:
     write_table1(runs, args.out, args.markdown, args.dataset)
 
 
-def _dvc_yaml(args) -> None:
-    from lgseg.dvc_yaml import main
-
-    main(".", args.configfile, args.out, args.check)
+def _add_run_arguments(p: argparse.ArgumentParser, pretraining: bool) -> None:
+    p.add_argument("--spec", help="run specification JSON (runs/<dataset>/specs/<kind>.<name>.json)")
+    p.add_argument("--config", nargs="+", help="or: config files, merged in order (later ones win)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--experiment", help="with --config: a key of `experiments`")
+    if pretraining:
+        which.add_argument("--pretraining", help="with --config: a key of `pretraining`")
+    p.add_argument("--run-dir", help="run folder (default: the run's, runs/<dataset>/<experiment> or "
+                                     "runs/<dataset>/pretrain/<name>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,24 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="PNG", help="also print nearest classes and draw the similarity heat map")
     p.set_defaults(run=_text_anchors)
 
-    p = commands.add_parser("train", help="train one experiment or pre-training of the config (resumable; DDP "
-                                          "under torchrun)")
-    p.add_argument("--config", nargs="+", required=True, help="config files, merged in order (later ones win)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--experiment", help="a key of `experiments` in the config (fine-tuning)")
-    which.add_argument("--pretraining", help="a key of `pretraining` in the config")
-    p.add_argument("--run-dir", help="folder for last.pt, best.pt and dvclive/ (default runs/<dataset>/<experiment> "
-                                     "or runs/<dataset>/pretrain/<name>)")
+    p = commands.add_parser("run-spec", help="write the resolved specification of one run (what the run_spec "
+                                             "rule writes and train/evaluate read)")
+    _add_run_arguments(p, pretraining=True)
+    p.add_argument("--out", required=True, help="JSON to write")
+    p.set_defaults(run=_write_run_spec)
+
+    p = commands.add_parser("train", help="train one experiment or pre-training (resumable; same identity: reused; "
+                                          "DDP under torchrun)")
+    _add_run_arguments(p, pretraining=True)
     p.add_argument("--resume", choices=["auto", "never"], default="auto",
-                   help="auto: continue from RUN_DIR/last.pt when present")
+                   help="auto: reuse or continue RUN_DIR when it holds this run's identity; never: start over")
     p.add_argument("--summary", help="JSON written when training has finished")
     p.set_defaults(run=_train)
 
     for name, helptext in (("evaluate", "semantic metrics of a run's best checkpoint (both protocols)"),
                            ("export-benchmark", "write ScanNet200 benchmark files (<scene>.txt, raw id per vertex)")):
         p = commands.add_parser(name, help=helptext)
-        p.add_argument("--config", nargs="+", required=True)
-        p.add_argument("--run-dir", required=True)
+        _add_run_arguments(p, pretraining=False)
         p.add_argument("--split", default="val" if name == "evaluate" else "test")
         p.add_argument("--out", required=True, help="metrics.json" if name == "evaluate" else "output folder")
         p.set_defaults(run=_evaluate if name == "evaluate" else _export_benchmark)
@@ -337,13 +363,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="png to write")
     p.set_defaults(run=_plot_instance_sampling)
 
-    p = commands.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake workflow (one stage per job)")
-    p.add_argument("--configfile", nargs="*", default=[],
-                   help="config files merged over config.yaml, as with `snakemake --configfile`")
-    p.add_argument("--out", default="dvc.yaml", help="file to write, relative to the project root")
-    p.add_argument("--check", action="store_true", help="only compare with the file on disk; exit 1 if it differs")
-    p.set_defaults(run=_dvc_yaml)
-
     p = commands.add_parser("plot-class-stats", help="Fig. 4: class distribution (log scale, head/common/tail)")
     p.add_argument("--stats", required=True, help="csv from class-stats")
     p.add_argument("--out", required=True, help="png to write")
@@ -359,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (DataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk outside lgseg.fileio, permissions, ...: name the file, no traceback
+        print(f"error: {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
         return 1
     return 0
 

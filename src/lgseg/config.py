@@ -14,16 +14,30 @@ from lgseg.errors import ConfigError
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def _fill_defaults(config: dict, schema: dict) -> None:
+def _resolve(schema: dict, root: dict) -> dict:
+    """A local `$ref` ("#/a/b") replaced by what it points to."""
+    while "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _fill_defaults(config: dict, schema: dict, root: dict) -> None:
+    schema = _resolve(schema, root)
+    if schema.get("x-overrides"):  # per-run overrides: an absent key means "the global value"
+        return
     for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
         if isinstance(config.get(key), dict) and sub.get("type") == "object":
-            _fill_defaults(config[key], sub)
+            _fill_defaults(config[key], sub, root)
     if isinstance(schema.get("additionalProperties"), dict):
         for key, value in config.items():
             if key not in schema.get("properties", {}) and isinstance(value, dict):
-                _fill_defaults(value, schema["additionalProperties"])
+                _fill_defaults(value, schema["additionalProperties"], root)
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -61,7 +75,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Return a copy of `config` with defaults filled in; raise ConfigError naming the first bad key."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     config = copy.deepcopy(dict(config))
-    _fill_defaults(config, schema)
+    _fill_defaults(config, schema, schema)
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -86,20 +100,30 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 
 def _check_runs(config: dict) -> None:
-    """Cross-references the schema cannot express: ratios with masks, pre-trainings that exist, the CLIP file."""
+    """Cross-references the schema cannot express: objectives, ratios with masks, pre-trainings and report rows
+    that exist, the CLIP file."""
+    from lgseg.runs import SECTIONS, resolve_run, run_names
+
     if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
         from lgseg.text.encoders import CLIP_CHECKPOINT_MISSING
 
         raise ConfigError(CLIP_CHECKPOINT_MISSING)
-    for section in ("pretraining", "experiments"):
-        for name, run in config[section].items():
-            ratio = run["annotation_ratio"]
-            if ratio < 1 and ratio not in config["annotation"]["ratios"]:
-                raise ConfigError(f"config key '{section}.{name}.annotation_ratio': {ratio:g} has no mask; use 1.0 or "
-                                  f"one of annotation.ratios {config['annotation']['ratios']}")
-    for name, run in config["experiments"].items():
-        if run["pretraining"] is not None and run["pretraining"] not in config["pretraining"]:
-            raise ConfigError(f"config key 'experiments.{name}.pretraining': no pre-training named "
-                              f"{run['pretraining']!r}; defined: {', '.join(config['pretraining']) or 'none'}")
-        if run["pretraining"] is not None and run["init"] is not None:
-            raise ConfigError(f"config key 'experiments.{name}.init': give either init or pretraining, not both")
+    for kind, name in run_names(config):
+        run = config[SECTIONS[kind]][name]
+        key = f"{SECTIONS[kind]}.{name}"
+        ratio = run["annotation_ratio"]
+        if ratio < 1 and ratio not in config["annotation"]["ratios"]:
+            raise ConfigError(f"config key '{key}.annotation_ratio': {ratio:g} has no mask; use 1.0 or one of "
+                              f"annotation.ratios {config['annotation']['ratios']}")
+        if run.get("pretraining") is not None and run["pretraining"] not in config["pretraining"]:
+            raise ConfigError(f"config key '{key}.pretraining': no pre-training named {run['pretraining']!r}; "
+                              f"defined: {', '.join(config['pretraining']) or 'none'}")
+        if run.get("pretraining") is not None and run.get("init") is not None:
+            raise ConfigError(f"config key '{key}.init': give either init or pretraining, not both")
+        resolve_run(config, kind, name)  # a registered objective of the right stage
+    for group, names in config["reports"].items():
+        for name in names:
+            if name not in config["experiments"]:
+                raise ConfigError(f"config key 'reports.{group}' names experiment {name!r}, which is not defined "
+                                  f"(defined: {', '.join(config['experiments']) or 'none'}); list the experiments "
+                                  f"{group} should show")

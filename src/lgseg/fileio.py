@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -10,9 +11,26 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from lgseg.errors import DataError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing `path` becomes a DataError naming it and what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL:
+            raise DataError(path, f"could not be written: {os.strerror(err.errno).lower()}",
+                            "free space there, or point data_dir / runs_dir / results_dir at a larger disk") from None
+        raise
 
 
 @contextlib.contextmanager
@@ -24,7 +42,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        with _disk_errors(path):
+            yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
@@ -39,7 +58,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with _disk_errors(path):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

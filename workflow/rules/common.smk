@@ -1,16 +1,20 @@
-"""Paths and scene lists shared by the rules; everything derives from the validated config."""
+"""Paths, scene lists and run specifications shared by the rules; everything derives from the validated config.
 
-import json
+Paths come from lgseg.paths (their one owner), runs from lgseg.runs (resolved once per run, as the engine, the
+CLI and the DVC generator see them)."""
 
+from lgseg.paths import METRICS, SPLITS, SUMMARY, Layout, ratio_tag
+from lgseg.runs import check_named_files, report_groups, resolve_run, run_names
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.scannet.splits import official_scene_lists
 
+LAYOUT = Layout.of(config)
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
 DATASET = config["dataset"]["name"]
-PROCESSED = f"{DATA}/processed/{DATASET}"
-LOGS = f"logs/{DATASET}"
-RATIOS = [f"{r:g}" for r in config["annotation"]["ratios"]]
+PROCESSED = str(LAYOUT.processed)
+LOGS = str(LAYOUT.logs)
+RATIOS = [ratio_tag(r) for r in config["annotation"]["ratios"]]
 IS_DEMO = config["dataset"]["source"] == "demo"
 
 
@@ -27,7 +31,7 @@ def demo_settings():
 
 
 if IS_DEMO:
-    RAW_DIR = f"{DATA}/raw/{DATASET}"
+    RAW_DIR = str(LAYOUT.demo_raw)
     LABEL_TSV = f"{RAW_DIR}/scannetv2-labels.combined.tsv"
     SCENES = sorted(
         s for scenes in demo_scene_ids(demo_settings()).values() for s in scenes
@@ -56,7 +60,7 @@ def shard_scenes(wildcards):
 
 
 DOWNLOAD = config["scannet"]["download"]
-DOWNLOAD_MANIFEST = f"{DATA}/raw/{DATASET}.download.json"
+DOWNLOAD_MANIFEST = str(LAYOUT.download_manifest)
 
 
 def raw_source(wildcards):
@@ -72,67 +76,34 @@ def processed_root(wildcards, input):
 
 
 TEXT = config["text"]
-TEXT_ANCHORS = f"{DATA}/text/{TEXT['encoder']}.npz"
+TEXT_ANCHORS = str(LAYOUT.text_anchors(TEXT["encoder"]))
 
-RUNS = f"runs/{DATASET}"
+
+# ------------------------------------------------------------------------------------------------- runs
+
+check_named_files(config)
 EXPERIMENTS = list(config["experiments"])
-SECTION = {"pretraining": "pretraining", "experiment": "experiments"}
+RUN_SPECS = {
+    (kind, name): resolve_run(config, kind, name) for kind, name in run_names(config)
+}
+REPORTS = report_groups(config)
 
 
-def _run_entry(kind, name):
-    return config[SECTION[kind]][name]
+def run_path(kind, name, filename):
+    return str(LAYOUT.run_file(kind, name, filename))
 
 
-def run_config(kind):
-    """The settings one training run depends on, as JSON (written into the run folder; a change re-runs it).
-    Sections a run does not read (text anchors, loss settings, instance sampling) are left to their defaults.
-    """
-
-    def settings(wildcards):
-        keys = ("data_dir", "dataset", "scannet", "annotation", "model", "train")
-        part = {key: config[key] for key in keys}
-        entry = _run_entry(kind, wildcards.name)
-        part[SECTION[kind]] = {wildcards.name: entry}
-        if kind == "experiment":
-            pretraining = entry["pretraining"]
-            part["pretraining"] = (
-                {pretraining: config["pretraining"][pretraining]} if pretraining else {}
-            )
-        if kind == "pretraining" or entry["pretraining"]:
-            part["text"] = config["text"]
-        if kind == "pretraining":
-            part["losses"] = {"contrastive": config["losses"]["contrastive"]}
-        elif entry["loss"] == "focal":
-            part["losses"] = {"focal": config["losses"]["focal"]}
-        if entry["instance_sampling"]:
-            part["instance_sampling"] = config["instance_sampling"]
-        return json.dumps(part, sort_keys=True)
-
-    return settings
+def spec_path(kind, name):
+    return str(LAYOUT.run_spec(kind, name))
 
 
-def instance_bank(ratio):
-    return f"{PROCESSED}/instance_bank{'' if ratio >= 1 else f'_{ratio:g}'}.npz"
-
-
-def training_inputs(kind):
-    """Split lists, plus what the run reads: annotation mask, instance bank, class statistics (C-Focal), text
-    anchors and the pre-training it starts from."""
+def run_inputs(kind):
+    """The run's specification and every file it reads (a pre-training through its summary)."""
 
     def inputs(wildcards):
-        entry = _run_entry(kind, wildcards.name)
-        ratio = entry["annotation_ratio"]
-        files = [f"{PROCESSED}/splits/train.txt", f"{PROCESSED}/splits/val.txt"]
-        if ratio < 1:
-            files.append(f"{PROCESSED}/masks/annotated_{ratio:g}.npz")
-        if entry["instance_sampling"]:
-            files.append(instance_bank(ratio))
-        if kind == "pretraining" or entry["pretraining"]:
-            files.append(TEXT_ANCHORS)
-        if kind == "experiment" and entry["loss"] == "focal":
-            files.append(f"{PROCESSED}/class_stats.csv")
-        if kind == "experiment" and entry["pretraining"]:
-            files.append(f"{RUNS}/pretrain/{entry['pretraining']}/train_summary.json")
+        spec = RUN_SPECS[(kind, wildcards.name)]
+        files = {"spec": spec_path(kind, wildcards.name)}
+        files.update({f"file{i}": path for i, path in enumerate(spec.rule_inputs())})
         return files
 
     return inputs
@@ -140,3 +111,30 @@ def training_inputs(kind):
 
 def experiment_label(name):
     return config["experiments"][name].get("label", name)
+
+
+# GPU jobs run in the CUDA env (MinkowskiEngine); CPU jobs in the core env
+TRAIN_ENV = (
+    "../../envs/cuda.yaml"
+    if config["train"]["gpus"] > 0 or config["model"]["backend"] == "minkowski"
+    else "../../envs/core.yaml"
+)
+
+
+def print_failed_logs(snakemake_logs):
+    """The error lines (or the last lines) of every failed job's log, read from Snakemake's own log: without
+    --show-failed-logs (set in workflow/profiles/local) Snakemake names a failed job's log but does not show it.
+    """
+    if getattr(workflow.output_settings, "show_failed_logs", False):
+        return
+    for snakemake_log in snakemake_logs:
+        text = open(snakemake_log).read() if os.path.exists(snakemake_log) else ""
+        for job_logs in re.findall(r"^\s+log: (.+) \(check log file", text, flags=re.M):
+            for path in job_logs.split(", "):
+                lines = open(path).read().splitlines() if os.path.exists(path) else []
+                first = next(
+                    (i for i, line in enumerate(lines) if line.startswith("error: ")),
+                    max(0, len(lines) - 12),
+                )
+                shown = [line[-300:] for line in lines[first : first + 12]]
+                print(f"--- {path}:", *shown, sep="\n", file=sys.stderr)

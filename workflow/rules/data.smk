@@ -55,7 +55,7 @@ rule check_raw:
     input:
         raw_source,
     output:
-        f"{PROCESSED}/raw_manifest.json",
+        str(LAYOUT.raw_manifest),
     log:
         f"{LOGS}/check_raw.log",
     conda:
@@ -71,9 +71,9 @@ rule check_raw:
 
 rule label_map:
     input:
-        f"{PROCESSED}/raw_manifest.json",
+        str(LAYOUT.raw_manifest),
     output:
-        f"{PROCESSED}/label_map.tsv",
+        str(LAYOUT.label_map),
     log:
         f"{LOGS}/label_map.log",
     conda:
@@ -86,10 +86,10 @@ rule label_map:
 
 rule preprocess:
     input:
-        manifest=f"{PROCESSED}/raw_manifest.json",
-        label_map=f"{PROCESSED}/label_map.tsv",
+        manifest=str(LAYOUT.raw_manifest),
+        label_map=str(LAYOUT.label_map),
     output:
-        f"{PROCESSED}/shards/shard_{{shard}}.json",
+        str(LAYOUT.shard_manifest("{shard}")),
     log:
         f"{LOGS}/preprocess/shard_{{shard}}.log",
     benchmark:
@@ -109,9 +109,9 @@ rule preprocess:
 
 rule splits:
     input:
-        expand(f"{PROCESSED}/shards/shard_{{shard}}.json", shard=SHARDS),
+        [str(LAYOUT.shard_manifest(shard)) for shard in SHARDS],
     output:
-        expand(f"{PROCESSED}/splits/{{split}}.txt", split=["train", "val", "test"]),
+        [str(LAYOUT.split_list(split)) for split in SPLITS],
     log:
         f"{LOGS}/splits.log",
     conda:
@@ -124,9 +124,9 @@ rule splits:
 
 rule annotation_masks:
     input:
-        f"{PROCESSED}/splits/train.txt",
+        str(LAYOUT.split_list("train")),
     output:
-        f"{PROCESSED}/masks/annotated_{{ratio}}.npz",
+        str(LAYOUT.mask("{ratio}")),
     log:
         f"{LOGS}/annotation_masks_{{ratio}}.log",
     conda:
@@ -143,9 +143,9 @@ rule annotation_masks:
 
 rule class_stats:
     input:
-        f"{PROCESSED}/splits/train.txt",
+        str(LAYOUT.split_list("train")),
     output:
-        f"{PROCESSED}/class_stats.csv",
+        str(LAYOUT.class_stats),
     log:
         f"{LOGS}/class_stats.log",
     conda:
@@ -159,19 +159,17 @@ rule class_stats:
 
 rule instance_bank:
     input:
-        train_list=f"{PROCESSED}/splits/train.txt",
-        stats=f"{PROCESSED}/class_stats.csv",
+        train_list=str(LAYOUT.split_list("train")),
+        stats=str(LAYOUT.class_stats),
         masks=lambda wildcards: (
-            [f"{PROCESSED}/masks/annotated{wildcards.ratio}.npz"]
-            if wildcards.ratio
-            else []
+            [] if float(wildcards.ratio) >= 1 else [str(LAYOUT.mask(wildcards.ratio))]
         ),
     output:
-        f"{PROCESSED}/instance_bank{{ratio}}.npz",
+        str(LAYOUT.instance_bank("{ratio}")),
     log:
-        f"{LOGS}/instance_bank{{ratio}}.log",
+        f"{LOGS}/instance_bank_{{ratio}}.log",
     wildcard_constraints:
-        ratio="(_[0-9.]+)?",
+        ratio="[0-9.]+",
     conda:
         "../../envs/core.yaml"
     threads: config["preprocess"]["workers"]
@@ -180,7 +178,7 @@ rule instance_bank:
         groups=" ".join(config["instance_sampling"]["groups"]),
         power=config["instance_sampling"]["power"],
         masks=lambda wildcards, input: (
-            f"--annotation-masks {input.masks}" if wildcards.ratio else ""
+            f"--annotation-masks {input.masks}" if input.masks else ""
         ),
     shell:
         "python -m lgseg instance-bank --processed {params.processed} --train-list {input.train_list}"

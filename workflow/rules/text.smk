@@ -6,7 +6,7 @@ rule text_anchors:
         [TEXT["checkpoint"]] if TEXT["checkpoint"] else [],
     output:
         anchors=TEXT_ANCHORS,
-        figure=f"{RESULTS}/figures/text_anchors_{TEXT['encoder']}.png",
+        figure=str(LAYOUT.figure(f"text_anchors_{TEXT['encoder']}.png")),
     log:
         f"{LOGS}/text_anchors.log",
     conda:

@@ -1,8 +1,15 @@
-"""Training stage: language-grounded pre-training runs, then one resumable fine-tuning run per experiment."""
+"""Training stage: one run specification per run, language-grounded pre-trainings, one resumable fine-tuning per
+experiment, evaluation. What a run reads and what re-runs it come from its specification (lgseg.runs).
+"""
 
 
 wildcard_constraints:
     name="[^/]+",
+    kind="pretraining|experiment",
+
+
+localrules:
+    run_spec,
 
 
 # one DDP process per GPU when there are several (lgseg.train.distributed)
@@ -13,65 +20,71 @@ LAUNCHER = (
 )
 
 
+# The specification is rewritten only when it changes (params trigger); the training rules depend on it, so a
+# change of what the run is re-runs it and nothing else does. The engine then decides by the run's identity
+# (settings + input contents): reuse a finished run, resume an unfinished one, or start fresh.
+rule run_spec:
+    output:
+        spec_path("{kind}", "{name}"),
+    log:
+        f"{LOGS}/run_spec_{{kind}}_{{name}}.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        spec=lambda wildcards: RUN_SPECS[(wildcards.kind, wildcards.name)].to_json(),
+    shell:
+        "printf '%s\\n' {params.spec:q} > {output} 2> {log}"
+
+
 rule pretrain:
     input:
-        training_inputs("pretraining"),
+        unpack(run_inputs("pretraining")),
     output:
-        f"{RUNS}/pretrain/{{name}}/train_summary.json",
+        run_path("pretraining", "{name}", SUMMARY),
     log:
         f"{LOGS}/pretrain_{{name}}.log",
     benchmark:
         f"{LOGS}/pretrain_{{name}}.benchmark.tsv"
     conda:
-        "../../envs/core.yaml"
+        TRAIN_ENV
     threads: max(1, config["train"]["gpus"]) * max(1, config["train"]["workers"])
     resources:
         gpu=config["train"]["gpus"],  # the SLURM executor requests --gpus=N
     params:
-        config_json=run_config("pretraining"),
-        run_dir=lambda wildcards, output: os.path.dirname(output[0]),
         launcher=LAUNCHER,
     shell:
-        "mkdir -p {params.run_dir} && printf '%s\\n' {params.config_json:q} > {params.run_dir}/config.json"
-        " && {params.launcher} -m lgseg train --config {params.run_dir}/config.json"
-        " --pretraining {wildcards.name} --run-dir {params.run_dir} --summary {output} 2> {log}"
+        "{params.launcher} -m lgseg train --spec {input.spec} --summary {output} 2> {log}"
 
 
 rule train:
     input:
-        training_inputs("experiment"),
+        unpack(run_inputs("experiment")),
     output:
-        f"{RUNS}/{{name}}/train_summary.json",
+        run_path("experiment", "{name}", SUMMARY),
     log:
         f"{LOGS}/train_{{name}}.log",
     benchmark:
         f"{LOGS}/train_{{name}}.benchmark.tsv"
     conda:
-        "../../envs/core.yaml"
+        TRAIN_ENV
     threads: max(1, config["train"]["gpus"]) * max(1, config["train"]["workers"])
     resources:
         gpu=config["train"]["gpus"],  # the SLURM executor requests --gpus=N
     params:
-        config_json=run_config("experiment"),
-        run_dir=lambda wildcards, output: os.path.dirname(output[0]),
         launcher=LAUNCHER,
     shell:
-        "mkdir -p {params.run_dir} && printf '%s\\n' {params.config_json:q} > {params.run_dir}/config.json"
-        " && {params.launcher} -m lgseg train --config {params.run_dir}/config.json"
-        " --experiment {wildcards.name} --run-dir {params.run_dir} --summary {output} 2> {log}"
+        "{params.launcher} -m lgseg train --spec {input.spec} --summary {output} 2> {log}"
 
 
 rule evaluate:
     input:
-        f"{RUNS}/{{name}}/train_summary.json",
+        summary=run_path("experiment", "{name}", SUMMARY),
+        spec=spec_path("experiment", "{name}"),
     output:
-        f"{RUNS}/{{name}}/metrics.json",
+        run_path("experiment", "{name}", METRICS),
     log:
         f"{LOGS}/evaluate_{{name}}.log",
     conda:
-        "../../envs/core.yaml"
-    params:
-        run_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        TRAIN_ENV
     shell:
-        "python -m lgseg evaluate --config {params.run_dir}/config.json --run-dir {params.run_dir}"
-        " --split val --out {output} 2> {log}"
+        "python -m lgseg evaluate --spec {input.spec} --split val --out {output} 2> {log}"

@@ -4,7 +4,7 @@ Each instance is stored relative to the bottom-centre of its axis-aligned box (x
 lowest point), so placing it means adding a new bottom-centre. The per-class sampling weights are computed here
 once, from the class-statistics table: w_c ∝ n_c ** -power over the sampled classes present in the bank
 (n_c = train instances of class c; power 1 = inverse instance count, 0 = uniform over classes), 0 elsewhere.
-The authors ship their weights as an opaque pickle; the formula is ours (method.md §0, §3).
+The authors ship their weights as an opaque pickle; the formula is ours (docs/method.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Instance sampling (paper §3.2, method.md §3): paste bank instances of rare classes into a train scene.
+"""Instance sampling (paper §3.2, docs/method.md §4): paste bank instances of rare classes into a train scene.
 
 Placement works on the scene's vertex arrays, before the geometric augmentations and voxelisation, so the
 usual voxelisation applies to the merged cloud. For each of `count` instances:

@@ -79,6 +79,9 @@ def read_label_table(path: str | Path) -> LabelTable:
     to_id: dict[str, int] = {}
     counts: dict[str, int] = {}
     for line_number, row in enumerate(rows, start=2):
+        if None in row.values() or not row["raw_category"]:  # a short row: DictReader fills missing columns with None
+            raise DataError(path, f"line {line_number}: {len(rows[0]) - list(row.values()).count(None)} of "
+                                  f"{len(rows[0])} tab-separated columns (raw_category {row['raw_category']!r})", fix)
         try:
             raw_id = int(row["id"])
         except (TypeError, ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lgseg.sparse.tensor import SparseTensor
+from lgseg.sparse.tensor import SparseTensor, coordinate_keys
 from lgseg.sparse.torch_backend import SparseBatchNorm, SparseConvolution, SparseReLU, sparse_cat
 
 BACKENDS = ("torch", "minkowski")
@@ -28,6 +28,10 @@ class TorchBackend:
 
     def coordinates(self, x: SparseTensor) -> torch.Tensor:
         return x.coords
+
+    def output_features(self, out: SparseTensor, coords: torch.Tensor) -> torch.Tensor:
+        """Rows of a stride-1 output in the order of the input `coords` (ours keeps the input order)."""
+        return out.features
 
     def conv(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, bias=False) -> nn.Module:
         return SparseConvolution(in_channels, out_channels, kernel_size, stride, dilation, bias)
@@ -66,6 +70,12 @@ class MinkowskiBackend:
 
     def coordinates(self, x):
         return x.C
+
+    def output_features(self, out, coords: torch.Tensor) -> torch.Tensor:
+        """Rows of a stride-1 output in the order of the input `coords`: MinkowskiEngine orders a tensor's rows
+        by its coordinate map, not by the input (tests/test_sparse.py)."""
+        out_keys, order = torch.sort(coordinate_keys(out.C.long().to(coords.device)))
+        return out.F[order[torch.searchsorted(out_keys, coordinate_keys(coords))].to(out.F.device)]
 
     def conv(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, bias=False):
         return self.me.MinkowskiConvolution(in_channels, out_channels, kernel_size=kernel_size, stride=stride,

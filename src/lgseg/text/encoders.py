@@ -112,6 +112,9 @@ class OpenClipEncoder(TextEncoder):
             checkpoint = Path(checkpoint)
             if not checkpoint.is_file():
                 raise DataError(checkpoint, "CLIP checkpoint not found", CLIP_FILE_HELP)
+            if checkpoint.stat().st_size == 0:
+                raise DataError(checkpoint, "CLIP checkpoint is empty (0 bytes; an interrupted download?)",
+                                CLIP_FILE_HELP)
         super().__init__(name, checkpoint, ("open_clip_torch",),
                          {"model": model_name, "quick_gelu": quick_gelu, "seed": None if checkpoint else seed})
         self.model_name, self.quick_gelu, self.seed = model_name, quick_gelu, seed
@@ -130,7 +133,8 @@ class OpenClipEncoder(TextEncoder):
                 model = open_clip.create_model(self.model_name, pretrained=str(self.checkpoint),
                                                force_quick_gelu=self.quick_gelu, require_pretrained=True)
             except Exception as err:  # torch/safetensors/open_clip raise many types for a bad file
-                raise DataError(self.checkpoint, f"cannot load it as {self.model_name} weights ({err})",
+                reason = str(err) or type(err).__name__
+                raise DataError(self.checkpoint, f"cannot load it as {self.model_name} weights ({reason})",
                                 CLIP_FILE_HELP) from err
         return model.eval()
 

@@ -1,7 +1,7 @@
 """The two losses of the paper: the language-contrastive pre-training loss and the class-balanced focal loss.
 
 Both ignore points labelled `IGNORE_INDEX` (-1) and compute in float32, also under autocast.
-Formulas and reductions follow docs/method.md §1.2 (contrastive, as coded by the authors) and §2.2/§10 (C-Focal).
+Formulas and reductions follow docs/method.md §2 (contrastive, as coded by the authors) and §3 (C-Focal).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _float32(device: torch.device) -> torch.autocast:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Language-contrastive pre-training loss (method.md §1.2)
+# Language-contrastive pre-training loss (docs/method.md §2)
 # --------------------------------------------------------------------------------------------------------------------
 
 def sample_negatives(labels: torch.Tensor, num_classes: int, num_negatives: int = 3,
@@ -74,7 +74,7 @@ def language_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, anch
                               negatives: torch.Tensor | None = None, reduction: str = "mean_all") -> torch.Tensor:
     """Hinge loss pulling each labelled feature to its class anchor and away from K random other anchors.
 
-    Per labelled point i with class y (method.md §1.2, LGS `ContrastiveLanguageLoss`):
+    Per labelled point i with class y (docs/method.md §2, LGS `ContrastiveLanguageLoss`):
 
         relu((1 - cos(f_i, t_y)) - pos_threshold) + neg_weight * relu(neg_threshold - (1 - mean_k cos(f_i, t_nk)))
 
@@ -83,7 +83,7 @@ def language_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, anch
     them explicitly (rows of ignored points are not read). Ignored points (label -1) contribute 0.
 
     reduction: "mean_all" (the authors': sum over labelled points divided by the number of ALL points, ignored ones
-    included, method.md §1.2), "mean_labelled" (divided by the number of labelled points; 0 if there are none), or
+    included, docs/method.md §2), "mean_labelled" (divided by the number of labelled points; 0 if there are none), or
     "none" ([N] per-point values, 0 at ignored points).
     """
     _check_choice("reduction", reduction, CONTRASTIVE_REDUCTIONS)
@@ -137,14 +137,14 @@ class LanguageContrastiveLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Class-balanced focal loss, C-Focal (method.md §2.2, §10)
+# Class-balanced focal loss, C-Focal (docs/method.md §3)
 # --------------------------------------------------------------------------------------------------------------------
 
 def class_alpha(counts, *, formula: str = "paper_log", normalization: str = "sum") -> torch.Tensor:
     """Per-class focal weights α [C] (float32) from train-set counts n [C].
 
     formula "paper_log" (paper eq. 5 as written):  α_i ∝ log(n_i)        — frequent classes weigh MORE;
-    formula "inverse_log" (method.md §10):          α_i ∝ 1 / log(1 + n_i) — rare classes weigh more
+    formula "inverse_log" (docs/method.md §3):          α_i ∝ 1 / log(1 + n_i) — rare classes weigh more
                                                                             (the +1 keeps n_i = 1 finite).
     A class with count 0 is treated as seen once (n_i = 1): weight 0 under paper_log, the largest under inverse_log.
     normalization "sum": Σ α = 1 as in eq. 5; "mean": mean α = 1 (the same loss scale as unweighted focal / CE).
@@ -168,7 +168,7 @@ def alpha_from_class_stats(table: pd.DataFrame, *, formula: str = "paper_log", n
                            column: str = COUNT_COLUMN) -> torch.Tensor:
     """α [C] from the train-split table of `lgseg.data.class_stats` (rows by class_index).
 
-    Counts default to labelled points per class (`num_vertices`): method.md §2.2 says the authors' weights were
+    Counts default to labelled points per class (`num_vertices`): docs/method.md §3: the authors' weights were
     "based on the point frequencies/category"; the paper's n_i is the train-set count of class i.
     """
     missing = {"class_index", column} - set(table.columns)
@@ -182,7 +182,7 @@ def alpha_from_class_stats(table: pd.DataFrame, *, formula: str = "paper_log", n
 
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: torch.Tensor | None = None, *,
                gamma: float = 2.0) -> torch.Tensor:
-    """Mean over labelled points of  -α_y (1 - p_y)^γ log p_y  (method.md §2.2, LGS `FocalLoss`).
+    """Mean over labelled points of  -α_y (1 - p_y)^γ log p_y  (docs/method.md §3, LGS `FocalLoss`).
 
     logits [N, C], labels [N] in 0..C-1 or -1 (ignored). `alpha` [C] or None (all 1). A plain mean over the
     non-ignored points, not divided by the sum of the weights; 0 when no point is labelled.

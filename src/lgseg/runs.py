@@ -1,0 +1,204 @@
+"""The run specification: one training run resolved once from its config entry, for every orchestrator.
+
+A run is an entry of `pretraining` (kind "pretraining") or of `experiments` (kind "experiment"). `resolve_run`
+turns it into a `RunSpec`: its objective (the registered class named by `method` / `loss`), the effective `model`
+and `train` settings after the entry's overrides, its initialisation, the files it reads and its folder. The
+Snakemake rules take their inputs and their re-run trigger from it, the engine trains from it (`run_spec` rule ->
+specs/<kind>.<name>.json), the CLI resolves it from config files, the DVC generator reads the same inputs.
+
+**Identity** = exactly what changes the weights: `settings` (effective settings the objective reads, annotation
+ratio, instance-sampling settings, initialisation, number of processes) plus the content (sha256) of every file
+the run reads: split lists, the processed scenes of its splits, mask, instance bank, class statistics, text
+anchors, init checkpoint. Labels, workers, `val_every`, `checkpoint_every`, other ratios and download settings
+are not part of it. Same identity: reuse or resume; another identity: a fresh run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lgseg.errors import ConfigError, DataError
+from lgseg.paths import BEST, SUMMARY, Layout, split_dir
+from lgseg.train.objectives import FINETUNING, PRETRAINING, objective_class
+
+SECTIONS = {PRETRAINING: "pretraining", FINETUNING: "experiments"}
+OBJECTIVE_KEY = {PRETRAINING: "method", FINETUNING: "loss"}
+# train.* keys that change the weights (a run may override each); the others only change how it runs
+TRAIN_IDENTITY = ("voxel_size", "epochs", "milestones", "batch_size", "max_points", "lr", "momentum", "dampening",
+                  "weight_decay", "gamma", "seed", "augmentations", "amp")
+TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
+MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
+SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One resolved run. `settings` is the settings part of the identity; `files` the named files it reads."""
+
+    kind: str
+    name: str
+    objective: str
+    settings: dict
+    options: dict
+    files: dict[str, str]
+    processed: str  # the processed store; the run reads the scenes its split lists name
+    run_dir: str
+    init: dict | None = None  # {"pretraining": name} or {"file": path}
+    groups: tuple[str, ...] = field(default=(), compare=False)  # report groups showing it (not serialised)
+
+    @property
+    def key(self) -> str:
+        return f"{SECTIONS[self.kind]}.{self.name}"
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        del record["groups"]
+        return json.dumps(record, sort_keys=True, indent=1)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunSpec":
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise DataError(path, "run specification not found", "run the run_spec rule (or pass --config)") \
+                from None
+        except (json.JSONDecodeError, TypeError) as err:
+            raise DataError(path, f"not a run specification ({err})", "delete it and re-run the workflow") from None
+
+    def rule_inputs(self) -> list[str]:
+        """The files as the workflow declares them: a pre-training is reached through its summary."""
+        files = dict(self.files)
+        if self.init and "pretraining" in self.init:
+            files["init"] = str(Path(files["init"]).with_name(SUMMARY))
+        return sorted(set(files.values()))
+
+
+def run_names(config: dict) -> list[tuple[str, str]]:
+    """(kind, name) of every run of the config, pre-trainings first."""
+    return [(kind, name) for kind in (PRETRAINING, FINETUNING) for name in config[SECTIONS[kind]]]
+
+
+def report_groups(config: dict) -> dict[str, list[str]]:
+    """Report group -> the experiments it shows, in order (config `reports`)."""
+    return {group: list(names) for group, names in config["reports"].items()}
+
+
+def _effective(defaults: dict, overrides: dict, keys: tuple[str, ...]) -> dict:
+    return {key: overrides.get(key, defaults[key]) for key in keys}
+
+
+def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
+    """The specification of run `name` of `kind` in a validated config (ConfigError naming the key if wrong)."""
+    section = SECTIONS[kind]
+    if name not in config[section]:
+        raise ConfigError(f"config key '{section}.{name}' is missing; defined: {', '.join(config[section]) or 'none'}")
+    entry, layout = config[section][name], Layout.of(config)
+    objective = objective_class(entry[OBJECTIVE_KEY[kind]], kind, f"{section}.{name}.{OBJECTIVE_KEY[kind]}")
+    train = _effective(config["train"], entry["train"], TRAIN_IDENTITY)
+    ratio = entry["annotation_ratio"]
+    settings = {
+        "objective": objective.name,
+        **{key: _config_value(config, key) for key in objective.reads},
+        "model": _effective(config["model"], entry["model"], MODEL_IDENTITY),
+        "train": train,
+        "annotation_ratio": ratio,
+        "instance_sampling": config["instance_sampling"] if entry["instance_sampling"] else None,
+        "processes": max(1, config["train"]["gpus"]),
+    }
+    files = {f"{split}_list": str(layout.split_list(split)) for split in SCENE_SPLITS}
+    if ratio < 1:
+        files["mask"] = str(layout.mask(ratio))
+    if entry["instance_sampling"]:
+        files["instance_bank"] = str(layout.instance_bank(ratio))
+    if "anchors" in objective.needs:
+        files["anchors"] = str(layout.text_anchors(config["text"]["encoder"]))
+    if "class_stats" in objective.needs:
+        files["class_stats"] = str(layout.class_stats)
+    init = None
+    if entry.get("pretraining"):
+        init = {"pretraining": entry["pretraining"]}
+        files["init"] = str(layout.run_file(PRETRAINING, entry["pretraining"], BEST))
+    elif entry.get("init"):
+        init = {"file": entry["init"]}
+        files["init"] = entry["init"]
+    settings["init"] = init
+    groups = tuple(g for g, names in report_groups(config).items() if kind == FINETUNING and name in names)
+    return RunSpec(kind=kind, name=name, objective=objective.name, settings=settings,
+                   options={"backend": config["model"]["backend"],
+                            **_effective(config["train"], entry["train"], TRAIN_OPTIONS)}, files=files,
+                   processed=str(layout.processed),
+                   run_dir=str(layout.run_dir(kind, name)), init=init, groups=groups)
+
+
+def check_named_files(config: dict) -> None:
+    """Files the user names in the config (the CLIP weights, `init` checkpoints) must exist: checked before any job
+    is planned, since a workflow whose outputs exist would otherwise quietly keep them (ConfigError naming the key)."""
+    named = [("text.checkpoint", config["text"]["checkpoint"])]
+    named += [(f"{SECTIONS[kind]}.{name}.init", config[SECTIONS[kind]][name].get("init")) for kind, name in
+              run_names(config)]
+    for key, path in named:
+        if path and not Path(path).is_file():
+            raise ConfigError(f"config key '{key}': {path} does not exist — put the file there or fix the path")
+
+
+def _config_value(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+# ------------------------------------------------------------------------------------------------ identity
+
+
+def file_digest(path: str | Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise DataError(path, "input of the run is missing", "run the workflow (or the rule that makes it)") \
+            from None
+
+
+def scenes_digest(folder: str | Path, split_list: str | Path) -> str:
+    """sha256 over the files of the processed scenes a split list names (names and contents)."""
+    digest = hashlib.sha256()
+    for scene in Path(split_list).read_text().split():
+        scene_dir = Path(folder) / scene
+        if not scene_dir.is_dir():
+            raise DataError(scene_dir, "processed scene missing", "re-run the preprocess rule for this dataset")
+        for path in sorted(scene_dir.iterdir()):
+            digest.update(f"{scene}/{path.name}\0{file_digest(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def content_ids(spec: RunSpec) -> dict[str, str]:
+    """sha256 of every file the run reads, and of the scenes of each split it reads."""
+    ids = {name: file_digest(path) for name, path in sorted(spec.files.items())}
+    for split in SCENE_SPLITS:
+        ids[f"{split}_scenes"] = scenes_digest(split_dir(spec.processed, split), spec.files[f"{split}_list"])
+    return ids
+
+
+def identity(spec: RunSpec, processes: int) -> dict:
+    """The run's identity record: settings (with the actual number of processes) and input contents."""
+    return {"settings": {**spec.settings, "processes": processes}, "content": content_ids(spec)}
+
+
+def identity_hash(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def identity_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two identity records (for the log)."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += identity_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(prefix + key)
+    return changed

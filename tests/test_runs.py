@@ -1,0 +1,195 @@
+"""The run specification: for every run entry of the shipped configs, the files the engine opens are exactly the
+workflow rule's inputs, and the identity holds exactly what changes the weights (checked by perturbing the config
+and by recording what each objective reads)."""
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, layout, processed_demo_store
+from lgseg.config import load_config
+from lgseg.data.class_stats import class_statistics, write_class_statistics
+from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
+from lgseg.data.store import scene_folders
+from lgseg.paths import SUMMARY
+from lgseg.runs import RunSpec, resolve_run, run_names
+from lgseg.scannet.demo import DemoSettings, demo_scene_ids
+from lgseg.text.anchors import build_text_anchors
+from lgseg.text.encoders import make_encoder
+from lgseg.train.objectives import OBJECTIVES
+
+sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+from dvc_yaml import workflow_jobs  # noqa: E402
+
+SETTINGS = DemoSettings(seed=3, num_train=3, num_val=1, num_test=0, vertex_spacing=0.15, objects_per_room=(6, 9))
+SHIPPED = ["config.yaml", "workflow/configs/scannet200.yaml"]
+TINY = {"dataset": {"name": "demo", "source": "demo"},
+        "demo": {"seed": 3, "num_train": 3, "num_val": 1, "num_test": 0, "vertex_spacing": 0.15,
+                 "objects_per_room": [6, 9]},
+        "model": {"backend": "torch", "variant": "Res16UNet14Tiny"},
+        "train": {"voxel_size": 0.3, "epochs": 1, "milestones": [1], "workers": 0, "batch_size": 2, "gpus": 0},
+        "text": {"encoder": "tiny-clip-random", "checkpoint": None}}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    processed = processed_demo_store(root, SETTINGS)
+    folders = scene_folders(processed, "train", demo_scene_ids(SETTINGS)["train"])
+    write_class_statistics(class_statistics(folders), layout(root).class_stats)
+    write_instance_bank(build_instance_bank(folders, layout(root).class_stats, groups=("head", "common", "tail")),
+                        layout(root).instance_bank())
+    build_text_anchors(make_encoder("tiny-clip-random"), layout(root).text_anchors("tiny-clip-random"))
+    return root
+
+
+def _tiny_config(root, shipped):
+    """A shipped config with its run entries as they are, on the tiny store under `root`."""
+    override = root / f"tiny_{Path(shipped).stem}.yaml"
+    override.write_text(yaml.safe_dump({**TINY, "data_dir": str(root / "data"),
+                                        "runs_dir": str(root / "runs" / Path(shipped).stem)}))
+    return [str(REPO / shipped), str(override)], load_config([REPO / shipped, override])
+
+
+_RECORDING: list[set] = []  # the set of paths being recorded, while a call runs
+
+
+def _record_opens(event, args):
+    if _RECORDING and event == "open" and isinstance(args[0], (str, os.PathLike)):
+        _RECORDING[-1].add(Path(os.fsdecode(args[0])).resolve())
+
+
+sys.addaudithook(_record_opens)  # every file opened in this process (np.load, torch.load, open, ...)
+
+
+def _opened_during(function):
+    _RECORDING.append(set())
+    try:
+        function()
+    finally:
+        opened = _RECORDING.pop()
+    return opened
+
+
+@pytest.mark.parametrize("shipped", SHIPPED)
+def test_engine_opens_exactly_the_rule_inputs(store, shipped):
+    from lgseg.cli import main
+
+    files, config = _tiny_config(store, shipped)
+    jobs, _, _, _, _ = workflow_jobs(REPO, files, workdir=store)
+    inputs = {(job.rule, job.wildcards.get("name")): {str((store / f).resolve()) for f in job.input} for job in jobs}
+    paths = layout(store)
+    scene_root = paths.processed.resolve()
+    for kind, name in run_names(config):  # pre-trainings first: fine-tunings start from them
+        spec = resolve_run(config, kind, name)
+        spec_file = Path(config["runs_dir"]) / "demo" / "specs" / f"{kind}.{name}.json"
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(spec.to_json())
+        rule = "pretrain" if kind == "pretraining" else "train"
+        declared = {str(Path(p).resolve()) for p in [spec_file, *spec.rule_inputs()]}
+        assert inputs[(rule, name)] == declared, (shipped, name)
+
+        opened = _opened_during(lambda: main(["train", "--spec", str(spec_file)]))
+        run_dir = Path(spec.run_dir).resolve()
+        read = {p for p in opened if p.is_relative_to(store) and not p.is_relative_to(run_dir)}
+        scenes = {p for p in read if p.is_relative_to(scene_root / "train") or p.is_relative_to(scene_root / "val")}
+        expected = {Path(p).resolve() for p in [spec_file, *spec.files.values()]}
+        assert read - scenes == expected, (shipped, name)
+        for split in ("train", "val"):  # every scene the split lists name, nothing else
+            listed = set(paths.split_list(split).read_text().split())
+            assert {p.relative_to(scene_root / split).parts[0] for p in scenes
+                    if p.is_relative_to(scene_root / split)} == listed
+        if spec.init and "pretraining" in spec.init:  # the declared input stands for the checkpoint read
+            assert str(Path(spec.files["init"]).with_name(SUMMARY)) in spec.rule_inputs()
+
+
+class _Recording(dict):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("shipped", SHIPPED)
+def test_identity_is_what_the_objective_reads(store, shipped):
+    _, config = _tiny_config(store, shipped)
+    for kind, name in run_names(config):
+        spec = resolve_run(config, kind, name)
+        cls = OBJECTIVES[spec.objective]
+        assert set(spec.settings) == {"objective", "model", "train", "annotation_ratio", "instance_sampling",
+                                      "init", "processes", *cls.reads}
+        settings = _Recording(spec.settings)
+        objective = cls(settings, {need: Path(spec.files[need]) for need in cls.needs}, torch.device("cpu"))
+        outputs = {"features": torch.randn(30, objective.model_args(None)["feature_dim"] or 200)}
+        objective.start_epoch(0, 0)
+        objective.loss(outputs, {"labels": torch.randint(-1, 200, (30,))})
+        assert settings.read == set(cls.reads), (name, settings.read)
+
+
+def _set(config, dotted, value):
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _perturbed(config, dotted, value):
+    changed = copy.deepcopy(config)
+    _set(changed, dotted, value)
+    return changed
+
+
+@pytest.mark.parametrize("key, value, changes", [
+    ("train.lr", 0.01, True), ("train.epochs", 3, True), ("train.voxel_size", 0.05, True),
+    ("model.variant", "Res16UNet34C", True), ("losses.focal.gamma", 1.0, True),
+    ("instance_sampling.count", 2, True), ("train.gpus", 2, True),
+    ("experiments.ours.train", {"lr": 0.2}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
+    ("experiments.ours.label", "Renamed", False), ("train.workers", 7, False), ("train.val_every", 5, False),
+    ("train.checkpoint_every", 3, False), ("annotation.ratios", [0.05, 0.1, 0.2, 0.5], False),
+    ("annotation.min_points", 9, False), ("model.backend", "minkowski", False), ("reports.table1", ["ours"], False),
+    ("scannet.download.workers", 9, False), ("text.template", "a {}", False),
+])
+def test_identity_settings_change_exactly_with_what_changes_the_weights(key, value, changes):
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = load_config_dict(base)
+    other = load_config_dict(_perturbed(base, key, value))
+    before, after = resolve_run(config, "experiment", "ours"), resolve_run(other, "experiment", "ours")
+    assert (before.settings != after.settings) is changes
+    # what is not identity but still used travels in `options` (backend, workers, val_every, checkpoint_every)
+    assert before.to_json() != after.to_json() or not changes
+
+
+def test_language_pretraining_reads_the_anchors_and_the_spec_file_round_trips(store):
+    _, config = _tiny_config(store, "config.yaml")
+    spec = resolve_run(config, "pretraining", "clip")
+    assert spec.files["anchors"].endswith("tiny-clip-random.npz") and "text" not in spec.settings
+    (store / "spec.json").write_text(spec.to_json())
+    assert RunSpec.from_file(store / "spec.json") == spec
+
+
+def load_config_dict(content):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(content, f)
+    try:
+        return load_config([f.name])
+    finally:
+        os.unlink(f.name)
+
+
+def test_every_registered_objective_declares_its_needs_and_stage():
+    for name, cls in OBJECTIVES.items():
+        assert cls.name == name and cls.stage in ("pretraining", "experiment")
+        assert set(cls.needs) <= {"anchors", "class_stats"}
+        assert all(key.startswith("losses.") for key in cls.reads)
+    assert sorted(OBJECTIVES) == ["cross_entropy", "focal", "language"]
