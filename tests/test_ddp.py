@@ -24,6 +24,8 @@ from lgseg.train.distributed import shard_batches
 from lgseg.runs import resolve_run
 from lgseg.train.engine import build_model, make_datasets, train
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` runs the unit layer alone
+
 SETTINGS = DemoSettings(seed=5, num_train=4, num_val=1, num_test=0, vertex_spacing=0.15, objects_per_room=(5, 8))
 TIMEOUT = 300  # seconds for one torchrun launch
 # One SGD step moves a weight by lr * (gradient + weight decay); tolerances of weights are lr times those of gradients.

@@ -17,6 +17,8 @@ import yaml
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` runs the unit layer alone
+
 TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
                  "objects_per_room": [6, 10]},
         "preprocess": {"scenes_per_shard": 3, "workers": 1},

@@ -193,3 +193,12 @@ def test_every_registered_objective_declares_its_needs_and_stage():
         assert set(cls.needs) <= {"anchors", "class_stats"}
         assert all(key.startswith("losses.") for key in cls.reads)
     assert sorted(OBJECTIVES) == ["cross_entropy", "focal", "language"]
+
+
+@pytest.mark.parametrize("settings, env", [({}, "envs/core.yaml"), ({"train": {"gpus": 2}}, "envs/cuda.yaml"),
+                                           ({"model": {"backend": "minkowski"}}, "envs/cuda.yaml")])
+def test_gpu_training_runs_in_the_cuda_env(tmp_path, settings, env):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(settings))
+    jobs, _, _, globals_, _ = workflow_jobs(REPO, [str(tmp_path / "c.yaml")], workdir=tmp_path)
+    assert globals_["TRAIN_ENV"].endswith(env)
+    assert {job.rule for job in jobs} >= {"pretrain", "train", "evaluate"}

@@ -17,6 +17,8 @@ import yaml
 from conftest import REPO
 from slurm_cluster import SlurmCluster, why_not_available
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` runs the unit layer alone
+
 pytest.importorskip("snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm is not installed")
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"

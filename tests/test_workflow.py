@@ -16,6 +16,8 @@ from lgseg.data.annotation_masks import num_annotated
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids, generate_scene
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` runs the unit layer alone
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 
