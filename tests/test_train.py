@@ -217,6 +217,15 @@ def test_identity_decides_reuse_resume_or_fresh(store, caplog):
     assert load_checkpoint(run_dir / "last.pt")["identity"]["content"] != state["identity"]["content"]
 
 
+def test_a_folder_with_other_files_is_never_replaced(store):
+    folder = store / "runs" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match=r"mine: holds files that are not a run's \(notes.txt\)"):
+        train(_spec(_config(store, epochs=1)), folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
+
+
 def test_missing_or_mismatched_init_is_a_clear_error(store):
     config_file = _config(store, epochs=1)
     config = yaml.safe_load(config_file.read_text())

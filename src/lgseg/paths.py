@@ -14,6 +14,8 @@ LAST, BEST = "last.pt", "best.pt"  # resumable checkpoint; checkpoint kept by th
 SUMMARY = "train_summary.json"  # written when training has finished: the training rule's declared output
 METRICS = "metrics.json"
 LIVE = "dvclive"
+RUN_FILES = (RUN_SPEC, LAST, BEST, SUMMARY, METRICS, LIVE, "config.json")  # what a run folder may hold
+# (config.json: the run settings earlier lgseg versions wrote there)
 
 
 def split_list(processed: str | Path, split: str) -> Path:

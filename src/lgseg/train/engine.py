@@ -28,7 +28,7 @@ from lgseg.errors import DataError
 from lgseg.evaluate.inference import network_outputs, validation_metrics
 from lgseg.fileio import write_text
 from lgseg.models import Res16UNet
-from lgseg.paths import BEST, LAST, LIVE, RUN_SPEC, split_list
+from lgseg.paths import BEST, LAST, LIVE, RUN_FILES, RUN_SPEC, split_list
 from lgseg.runs import RunSpec, identity, identity_changes, identity_hash
 from lgseg.scannet.splits import read_scene_list
 from lgseg.sparse import get_backend
@@ -98,6 +98,11 @@ def prepare_run_dir(run_dir: Path, record: dict, fresh: bool = False) -> dict | 
     state = load_checkpoint(last) if last.exists() and not fresh else None
     if state is not None and state.get("identity") == record:
         return state
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith(".")) \
+        if run_dir.is_dir() else []
+    if foreign:  # never delete what training did not write
+        raise DataError(run_dir, f"holds files that are not a run's ({', '.join(foreign[:5])}), so it is not replaced",
+                        "train into an empty folder or a run folder (--run-dir), or move those files")
     if distributed.is_main():
         if state is not None:
             changed = identity_changes(state.get("identity") or {}, record)
