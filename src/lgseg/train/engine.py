@@ -146,8 +146,9 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
     use_amp = train_cfg["amp"] == "on" or (train_cfg["amp"] == "auto" and device.type == "cuda")
     train_set, val_set = make_datasets(spec)
     objective = OBJECTIVES[spec.objective](spec.settings, _objective_files(spec), device)
-    init_state = load_checkpoint(spec.files["init"], map_location=device) if spec.init else None
-    model_args = objective.model_args(init_state.get("model_args") if init_state else None)
+    init_state = load_checkpoint(spec.files["init"], map_location=device) if spec.init and state is None else None
+    model_args = state["model_args"] if state is not None else objective.model_args(
+        init_state.get("model_args") if init_state else None)
     net = build_model(options["backend"], spec.settings["model"]["variant"], train_cfg["seed"], **model_args).to(device)
     model = distributed.parallel(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
