@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from conftest import REPO, layout, processed_demo_store
-from lgseg.config import load_config
+from lgseg.config import SCHEMA_PATH, load_config, validate_config
 from lgseg.data.class_stats import class_statistics, write_class_statistics
 from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
 from lgseg.data.store import scene_folders
@@ -160,8 +160,8 @@ def _perturbed(config, dotted, value):
 ])
 def test_identity_settings_change_exactly_with_what_changes_the_weights(key, value, changes):
     base = yaml.safe_load((REPO / "config.yaml").read_text())
-    config = load_config_dict(base)
-    other = load_config_dict(_perturbed(base, key, value))
+    config = validate_config(base, SCHEMA_PATH)
+    other = validate_config(_perturbed(base, key, value), SCHEMA_PATH)
     before, after = resolve_run(config, "experiment", "ours"), resolve_run(other, "experiment", "ours")
     assert (before.settings != after.settings) is changes
     # what is not identity but still used travels in `options` (backend, workers, val_every, checkpoint_every)
@@ -174,17 +174,6 @@ def test_language_pretraining_reads_the_anchors_and_the_spec_file_round_trips(st
     assert spec.files["anchors"].endswith("tiny-clip-random.npz") and "text" not in spec.settings
     (store / "spec.json").write_text(spec.to_json())
     assert RunSpec.from_file(store / "spec.json") == spec
-
-
-def load_config_dict(content):
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(content, f)
-    try:
-        return load_config([f.name])
-    finally:
-        os.unlink(f.name)
 
 
 def test_every_registered_objective_declares_its_needs_and_stage():

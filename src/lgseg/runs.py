@@ -46,8 +46,12 @@ class RunSpec:
     files: dict[str, str]
     processed: str  # the processed store; the run reads the scenes its split lists name
     run_dir: str
-    init: dict | None = None  # {"pretraining": name} or {"file": path}
     groups: tuple[str, ...] = field(default=(), compare=False)  # report groups showing it (not serialised)
+
+    @property
+    def init(self) -> dict | None:
+        """{"pretraining": name}, {"file": path}, or None (from scratch)."""
+        return self.settings["init"]
 
     @property
     def key(self) -> str:
@@ -130,7 +134,7 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
                    options={"backend": config["model"]["backend"],
                             **_effective(config["train"], entry["train"], TRAIN_OPTIONS)}, files=files,
                    processed=str(layout.processed),
-                   run_dir=str(layout.run_dir(kind, name)), init=init, groups=groups)
+                   run_dir=str(layout.run_dir(kind, name)), groups=groups)
 
 
 def check_named_files(config: dict) -> None:

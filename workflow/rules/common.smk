@@ -9,10 +9,7 @@ from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.scannet.splits import official_scene_lists
 
 LAYOUT = Layout.of(config)
-DATA = config["data_dir"]
-RESULTS = config["results_dir"]
 DATASET = config["dataset"]["name"]
-PROCESSED = str(LAYOUT.processed)
 LOGS = str(LAYOUT.logs)
 RATIOS = [ratio_tag(r) for r in config["annotation"]["ratios"]]
 IS_DEMO = config["dataset"]["source"] == "demo"

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from lgseg.errors import ConfigError
+from lgseg.scannet.labels import scannet200
 
-NUM_CLASSES = 200
 PRETRAINING, FINETUNING = "pretraining", "experiment"
 
 
@@ -62,7 +62,7 @@ class _ClassHead(Objective):
     stage = FINETUNING
 
     def model_args(self, init_args):
-        return {"num_classes": NUM_CLASSES, "feature_dim": (init_args or {}).get("feature_dim")}
+        return {"num_classes": scannet200().num_classes, "feature_dim": (init_args or {}).get("feature_dim")}
 
 
 class CrossEntropy(_ClassHead):
