@@ -38,6 +38,7 @@ rule all:
         str(LAYOUT.class_stats),
         [str(LAYOUT.mask(ratio)) for ratio in RATIOS],
         [run_path("experiment", name, METRICS) for name in EXPERIMENTS],
+        [str(LAYOUT.figure("fig5_limited_annotations.png"))] if STUDY_RUNS else [],
 
 
 onerror:

@@ -16,7 +16,7 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 def test_defaults_are_filled_and_shipped_configs_are_valid():
     config = validate_config({}, SCHEMA)
     assert config["dataset"] == {"name": "demo", "source": "demo"}
-    assert config["annotation"]["ratios"] == [0.05, 0.1, 0.5]
+    assert config["annotation"]["ratios"] == [0.05, 0.1, 0.5, 1.0]
     assert config["preprocess"]["scenes_per_shard"] == 50
     assert validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), SCHEMA) == config
     real = validate_config(yaml.safe_load((REPO / "workflow/configs/scannet200.yaml").read_text()), SCHEMA)

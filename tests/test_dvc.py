@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow  # end-to-end: `pytest -m "not slow"` runs the uni
 TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
                  "objects_per_room": [6, 10]},
         "preprocess": {"scenes_per_shard": 3, "workers": 1},
-        "annotation": {"ratios": [0.1, 0.5]},
+        "annotation": {"ratios": [0.1, 1.0]},  # the study: scratch at 10 % (scratch_ann0.1) and 100 %
         "train": {"voxel_size": 0.15, "epochs": 4, "milestones": [3], "workers": 0},
         "experiments": {"scratch": {"label": "Scratch"}, "half": {"label": "Half", "annotation_ratio": 0.5}},
-        "reports": {"table1": ["scratch", "half"]}}
+        "reports": {"table1": ["scratch", "half"], "limited_annotations": ["scratch"]}}
 OUTPUT_DIRS = ("data", "runs", "results")  # what the pipeline writes
 
 
@@ -132,7 +132,7 @@ def test_stages_are_the_snakemake_jobs(project):
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     assert {"demo_scenes", "check_raw", "preprocess-000", "preprocess-002", "splits", "annotation_masks-0_1",
             "annotation_masks-0_5", "run_spec-experiment-half", "train-scratch", "train-half", "evaluate-half",
-            "table1"} <= set(stages)
+            "table1", "train-scratch_ann0_1", "limited_annotations", "fig5"} <= set(stages)
     dry = _run([sys.executable, "-m", "snakemake", "-n"], work)  # one stage per job
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, flags=re.M))
     assert sum(int(n) for rule, n in counts.items() if rule not in ("all", "total")) == len(stages)
@@ -143,7 +143,7 @@ def test_stages_are_the_snakemake_jobs(project):
         params = [entry["config.yaml"] for entry in stage.get("params", [])]
         if rule == "run_spec":  # every parameter: a run's settings reach it only through its specification
             assert params == [None], name
-        elif rule != "table1":
+        elif rule not in ("table1", "limited_annotations"):
             assert not any(k.startswith("experiments") for keys in params for k in keys), name
     assert "params" not in stages["train-half"]
     assert "runs/demo/specs/experiment.half.json" in stages["train-half"]["deps"]
@@ -214,10 +214,11 @@ def test_label_rename_rebuilds_only_the_table(pulled):
     _dvc_yaml(clone, "--check")  # a value changed, not the structure: dvc.yaml stays as it is
 
     status = json.loads(_dvc(["status", "--json"], clone).stdout)
-    assert set(status) == {"run_spec-experiment-half", "run_spec-experiment-scratch", "table1"}
+    specs = ["run_spec-experiment-half", "run_spec-experiment-scratch", "run_spec-experiment-scratch_ann0_1"]
+    assert set(status) == {*specs, "table1"}
     result = _dvc(["repro"], clone, timeout=300)
     ran, rules = _ran(result.stdout + result.stderr)
-    assert sorted(ran) == ["run_spec-experiment-half", "run_spec-experiment-scratch", "table1"]
+    assert sorted(ran) == [*specs, "table1"]
     assert rules == {"run_spec", "table1"}  # the specifications are rewritten unchanged; nothing trains
     assert _changed(before, clone) == {"results/table1.csv", "results/table1.md"}
     old = pd.read_csv(work / "results" / "table1.csv")
@@ -227,15 +228,17 @@ def test_label_rename_rebuilds_only_the_table(pulled):
     assert "up to date" in _dvc(["status"], clone).stdout
 
 
-def test_new_ratio_reruns_no_training(pulled):
+def test_new_ratio_trains_only_the_run_of_that_ratio(pulled):
     _, clone = pulled
     before = _snapshot(clone)
     _edit(clone, lambda c: c["annotation"]["ratios"].append(0.2))
-    assert _dvc_yaml(clone, "--check", check=False).returncode == 1  # a new stage: the structure changed
+    assert _dvc_yaml(clone, "--check", check=False).returncode == 1  # new stages: the structure changed
     _dvc_yaml(clone)
     ran, rules = _ran(_dvc(["repro"], clone, timeout=300).stdout)
-    assert "annotation_masks-0_2" in ran and rules <= {"annotation_masks", "run_spec"}
-    assert not any(p.startswith(("runs/demo/scratch/", "runs/demo/half/", "results/")) for p in _changed(before, clone))
+    assert {"annotation_masks-0_2", "train-scratch_ann0_2", "limited_annotations", "fig5"} <= set(ran)
+    assert not {"train-scratch", "train-half", "train-scratch_ann0_1", "table1"} & set(ran)
+    assert not any(p.startswith(("runs/demo/scratch/", "runs/demo/half/", "runs/demo/scratch_ann0.1/",
+                                 "results/table1")) for p in _changed(before, clone))
 
 
 def test_changed_lr_trains_that_run_afresh(pulled):
@@ -243,7 +246,8 @@ def test_changed_lr_trains_that_run_afresh(pulled):
     before = _snapshot(clone)
     _edit(clone, lambda c: c["experiments"]["half"].update(train={"lr": 0.01}))
     ran, rules = _ran(_dvc(["repro"], clone, timeout=300).stdout)
-    assert {"train-half", "evaluate-half", "table1"} <= set(ran) and "train-scratch" not in ran
+    assert {"train-half", "evaluate-half", "table1"} <= set(ran)
+    assert not {"train-scratch", "train-scratch_ann0_1"} & set(ran)
     log = (clone / "logs" / "demo" / "train_half.log").read_text()
     assert "another identity (changed: settings.train.lr)" in log and "resuming" not in log
     changed = _changed(before, clone)

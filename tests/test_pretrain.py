@@ -52,7 +52,7 @@ def _config(root, lr=0.05):
         "pretraining": {"lang": {"train": {"epochs": 4}}},
         "experiments": {"ours": {"label": "Ours", "pretraining": "lang", "loss": "focal",
                                  "instance_sampling": True}},
-        "reports": {"table1": ["ours"]}}))
+        "reports": {"table1": ["ours"], "limited_annotations": []}}))
     return load_config([path])
 
 
@@ -120,7 +120,6 @@ def test_config_cross_references_are_checked(project):
     for change, message in (
             ({"experiments": {"x": {"pretraining": "nope"}}}, "experiments.x.pretraining': no pre-training named"),
             ({"experiments": {"x": {"pretraining": "lang", "init": "a.pt"}}}, "either init or pretraining"),
-            ({"experiments": {"x": {"annotation_ratio": 0.2}}}, "0.2 has no mask"),
             ({"text": {"encoder": "clip-vit-b32"}}, "text.checkpoint' is required")):
         path = project / "bad.yaml"
         path.write_text(yaml.safe_dump({**base, **change}))

@@ -13,6 +13,7 @@ import yaml
 
 from conftest import REPO, layout, processed_demo_store
 from lgseg.config import SCHEMA_PATH, load_config, validate_config
+from lgseg.data.annotation_masks import write_annotation_masks
 from lgseg.data.class_stats import class_statistics, write_class_statistics
 from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
 from lgseg.data.store import scene_folders
@@ -33,7 +34,8 @@ TINY = {"dataset": {"name": "demo", "source": "demo"},
                  "objects_per_room": [6, 9]},
         "model": {"backend": "torch", "variant": "Res16UNet14Tiny"},
         "train": {"voxel_size": 0.3, "epochs": 1, "milestones": [1], "workers": 0, "batch_size": 2, "gpus": 0},
-        "text": {"encoder": "tiny-clip-random", "checkpoint": None}}
+        "text": {"encoder": "tiny-clip-random", "checkpoint": None},
+        "annotation": {"ratios": [0.5, 1.0]}}  # the study's runs of one ratio stand for those of every ratio
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,9 @@ def store(tmp_path_factory):
     write_class_statistics(class_statistics(folders), layout(root).class_stats)
     write_instance_bank(build_instance_bank(folders, layout(root).class_stats, groups=("head", "common", "tail")),
                         layout(root).instance_bank())
+    write_annotation_masks(folders, 0.5, layout(root).mask(0.5))
+    write_instance_bank(build_instance_bank(folders, layout(root).class_stats, groups=("head", "common", "tail"),
+                                            annotation_masks=layout(root).mask(0.5)), layout(root).instance_bank(0.5))
     build_text_anchors(make_encoder("tiny-clip-random"), layout(root).text_anchors("tiny-clip-random"))
     return root
 
@@ -154,7 +159,8 @@ def _perturbed(config, dotted, value):
     ("instance_sampling.count", 2, True), ("train.gpus", 2, True),
     ("experiments.ours.train", {"lr": 0.2}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
     ("experiments.ours.label", "Renamed", False), ("train.workers", 7, False), ("train.val_every", 5, False),
-    ("train.checkpoint_every", 3, False), ("annotation.ratios", [0.05, 0.1, 0.2, 0.5], False),
+    ("train.checkpoint_every", 3, False), ("annotation.ratios", [0.05, 0.1, 0.2, 0.5, 1.0], False),
+    ("reports.limited_annotations", ["scratch"], False),
     ("annotation.min_points", 9, False), ("model.backend", "minkowski", False), ("reports.table1", ["ours"], False),
     ("scannet.download.workers", 9, False), ("text.template", "a {}", False),
 ])

@@ -43,14 +43,15 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert int(counts["preprocess"]) == 31  # 1513 scenes / 50 per shard, not one job per scene
     assert int(counts["annotation_masks"]) == 3 and int(counts["check_raw"]) == 1
-    assert int(counts["pretrain"]) == 1 and int(counts["train"]) == 5 and int(counts["instance_bank"]) == 1
-    assert int(counts["run_spec"]) == 6
+    # Table 1 (1 pre-training, 5 fine-tunings) and the study's runs at 5, 10, 50 % (3 + 6; 100 % are Table 1's)
+    assert int(counts["pretrain"]) == 4 and int(counts["train"]) == 11 and int(counts["instance_bank"]) == 4
+    assert int(counts["run_spec"]) == 15 and int(counts["fig5"]) == 1
 
 
 TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
                  "objects_per_room": [6, 10]},
         "preprocess": {"scenes_per_shard": 3, "workers": 1},
-        "annotation": {"ratios": [0.1, 0.5]},
+        "annotation": {"ratios": [0.5, 1.0]},  # the study: scratch and ours at 50 % (and Table 1's runs)
         "train": {"voxel_size": 0.3, "epochs": 2, "milestones": [1], "workers": 0}}
 
 
@@ -85,7 +86,7 @@ def test_demo_run_outputs_match_the_generator_truth(demo_run):
             if classes[0] >= 0:
                 expected_instances[classes[0]] += 1
     np.testing.assert_array_equal(stats["num_instances"].to_numpy(), expected_instances)
-    for ratio in (0.1, 0.5):
+    for ratio in (0.5,):
         masks = np.load(processed / "masks" / f"annotated_{ratio:g}.npz")
         assert sorted(masks.files) == sorted(ids["train"])
         for scene, t in truth.items():
@@ -120,6 +121,26 @@ def test_demo_run_trains_evaluates_and_writes_table1(demo_run):
     state = torch.load(work / "runs" / "demo" / "ours" / "best.pt", weights_only=False)
     assert state["model_args"] == {"num_classes": 200, "feature_dim": 384}  # MiniLM anchors are 384-d
     assert (work / "runs" / "demo" / "scratch" / "best.pt").exists()
+
+
+def test_demo_run_makes_the_limited_annotation_study(demo_run):
+    work, _, _ = demo_run
+    study = pd.read_csv(work / "results" / "limited_annotations.csv")
+    official = study[study["protocol"] == "official"]
+    assert list(zip(official["method"], official["annotated"])) == [("Scratch", 0.5), ("Scratch", 1.0),
+                                                                    ("Ours", 0.5), ("Ours", 1.0)]
+    table1 = pd.read_csv(work / "results" / "table1.csv").set_index("method")
+    for method in ("Scratch", "Ours"):  # the 100 % points are Table 1's runs
+        full = official[(official["method"] == method) & (official["annotated"] == 1.0)].iloc[0]
+        assert full["miou_all"] == table1.loc[method, "miou_all"]
+    spec = json.loads((work / "runs" / "demo" / "ours_ann0.5" / "run.json").read_text())
+    assert spec["spec"]["settings"]["init"] == {"pretraining": "clip_ann0.5"}
+    assert spec["spec"]["files"]["mask"].endswith("annotated_0.5.npz")
+    assert {"mask", "instance_bank"} <= set(spec["identity"]["content"])
+    pretraining = json.loads((work / "runs" / "demo" / "pretrain" / "clip_ann0.5" / "run.json").read_text())
+    assert pretraining["spec"]["settings"]["annotation_ratio"] == 0.5 and "mask" in pretraining["identity"]["content"]
+    figure = work / "results" / "figures" / "fig5_limited_annotations.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_demo_run_logs_progress_and_is_complete(demo_run):
@@ -224,11 +245,16 @@ def test_label_rename_rebuilds_only_the_table(rerun):
     assert "Sampling" in (work / "results" / "table1.csv").read_text()
 
 
-def test_new_ratio_reruns_no_table1_run(rerun):
-    _, run = rerun
-    result, jobs = run(lambda c: c["annotation"].update(ratios=[0.1, 0.2, 0.5]))
+def test_new_ratio_trains_only_the_runs_of_that_ratio(rerun):
+    work, run = rerun
+    before = _outputs(work)
+    result, jobs = run(lambda c: c["annotation"].update(ratios=[0.2, 0.5, 1.0]))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs == {"annotation_masks": 1, "all": 1}
+    assert jobs == {"annotation_masks": 1, "instance_bank": 1, "run_spec": 3, "pretrain": 1, "train": 2,
+                    "evaluate": 2, "limited_annotations": 1, "fig5": 1, "all": 1}
+    changed = {p for p, content in _outputs(work).items() if before.get(p) != content}
+    assert not any(p.startswith("runs/demo/") and "_ann0.2" not in p for p in changed), changed
+    assert "results/table1.csv" not in changed
 
 
 def test_lr_change_trains_that_run_afresh(rerun):
@@ -256,7 +282,7 @@ def test_changed_raw_label_trains_afresh(rerun):
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "check_raw")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs["train"] == 5 and jobs["pretrain"] == 1
+    assert jobs["train"] == 7 and jobs["pretrain"] == 2
     log = (work / "logs" / "demo" / "train_scratch.log").read_text()
     assert "another identity (changed: content.train_scenes)" in log and "resuming" not in log
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
@@ -267,7 +293,7 @@ def test_finished_run_with_same_identity_trains_nothing(rerun):
     work, run = rerun
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "train")
-    assert result.returncode == 0 and jobs["train"] == 5, result.stderr[-3000:]
+    assert result.returncode == 0 and jobs["train"] == 7, result.stderr[-3000:]
     assert "nothing to train" in (work / "logs" / "demo" / "train_scratch.log").read_text()
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     assert after["summary"] == before["summary"]

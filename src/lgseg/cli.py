@@ -212,6 +212,21 @@ def _table1(args) -> None:
     write_table1(runs, args.out, args.markdown, args.dataset)
 
 
+def _limited_annotations(args) -> None:
+    from lgseg.report.tables import write_limited_annotations
+
+    runs = [(label, float(ratio), path) for label, ratio, path in args.run]
+    write_limited_annotations(runs, args.out, args.markdown, args.dataset)
+
+
+def _plot_limited_annotations(args) -> None:
+    import pandas as pd
+
+    from lgseg.report.figures import plot_limited_annotations
+
+    plot_limited_annotations(pd.read_csv(args.table), args.out, args.title)
+
+
 def _add_run_arguments(p: argparse.ArgumentParser, pretraining: bool) -> None:
     p.add_argument("--spec", help="run specification JSON (runs/<dataset>/specs/<kind>.<name>.json)")
     p.add_argument("--config", nargs="+", help="or: config files, merged in order (later ones win)")
@@ -337,6 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
     p.add_argument("--dataset", required=True)
     p.set_defaults(run=_table1)
+
+    p = commands.add_parser("limited-annotations",
+                            help="results/limited_annotations.csv and .md from the study's metrics.json files")
+    p.add_argument("--run", nargs=3, action="append", required=True, metavar=("LABEL", "RATIO", "METRICS"),
+                   help="one run of the study: method label, annotated fraction, its metrics.json (repeat)")
+    p.add_argument("--out", required=True, help="csv to write")
+    p.add_argument("--markdown", required=True, help="markdown to write")
+    p.add_argument("--dataset", required=True)
+    p.set_defaults(run=_limited_annotations)
+
+    p = commands.add_parser("plot-limited-annotations", help="Fig. 5 from results/limited_annotations.csv")
+    p.add_argument("--table", required=True, help="csv from limited-annotations")
+    p.add_argument("--out", required=True, help="png to write")
+    p.add_argument("--title", default="")
+    p.set_defaults(run=_plot_limited_annotations)
 
     p = commands.add_parser("instance-bank", help="tail-class instances of the train scenes + sampling weights (.npz)")
     p.add_argument("--processed", required=True, help="processed store root")

@@ -100,27 +100,24 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 
 def _check_runs(config: dict) -> None:
-    """Cross-references the schema cannot express: objectives, ratios with masks, pre-trainings and report rows
-    that exist, the CLIP file."""
-    from lgseg.runs import SECTIONS, resolve_run, run_names
+    """Cross-references the schema cannot express: objectives, pre-trainings and report rows that exist, the
+    CLIP file, the runs of the limited-annotation study."""
+    from lgseg.runs import SECTIONS, resolve_run, run_entries
 
     if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
         from lgseg.text.encoders import CLIP_CHECKPOINT_MISSING
 
         raise ConfigError(CLIP_CHECKPOINT_MISSING)
-    for kind, name in run_names(config):
-        run = config[SECTIONS[kind]][name]
-        key = f"{SECTIONS[kind]}.{name}"
-        ratio = run["annotation_ratio"]
-        if ratio < 1 and ratio not in config["annotation"]["ratios"]:
-            raise ConfigError(f"config key '{key}.annotation_ratio': {ratio:g} has no mask; use 1.0 or one of "
-                              f"annotation.ratios {config['annotation']['ratios']}")
-        if run.get("pretraining") is not None and run["pretraining"] not in config["pretraining"]:
-            raise ConfigError(f"config key '{key}.pretraining': no pre-training named {run['pretraining']!r}; "
-                              f"defined: {', '.join(config['pretraining']) or 'none'}")
-        if run.get("pretraining") is not None and run.get("init") is not None:
-            raise ConfigError(f"config key '{key}.init': give either init or pretraining, not both")
-        resolve_run(config, kind, name)  # a registered objective of the right stage
+    runs = run_entries(config)
+    for kind, entries in runs.items():
+        for name, run in entries.items():
+            key = f"{SECTIONS[kind]}.{name}"
+            if run.get("pretraining") is not None and run["pretraining"] not in runs["pretraining"]:
+                raise ConfigError(f"config key '{key}.pretraining': no pre-training named {run['pretraining']!r}; "
+                                  f"defined: {', '.join(config['pretraining']) or 'none'}")
+            if run.get("pretraining") is not None and run.get("init") is not None:
+                raise ConfigError(f"config key '{key}.init': give either init or pretraining, not both")
+            resolve_run(config, kind, name)  # a registered objective of the right stage
     for group, names in config["reports"].items():
         for name in names:
             if name not in config["experiments"]:

@@ -1,6 +1,7 @@
 """The run specification: one training run resolved once from its config entry, for every orchestrator.
 
-A run is an entry of `pretraining` (kind "pretraining") or of `experiments` (kind "experiment"). `resolve_run`
+A run is an entry of `pretraining` (kind "pretraining") or of `experiments` (kind "experiment"), or one the
+limited-annotation study derives from them (`run_entries`). `resolve_run`
 turns it into a `RunSpec`: its objective (the registered class named by `method` / `loss`), the effective `model`
 and `train` settings after the entry's overrides, its initialisation, the files it reads and its folder. The
 Snakemake rules take their inputs and their re-run trigger from it, the engine trains from it (`run_spec` rule ->
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lgseg.errors import ConfigError, DataError
-from lgseg.paths import BEST, SUMMARY, Layout, split_dir
+from lgseg.paths import BEST, SUMMARY, Layout, ratio_tag, split_dir
 from lgseg.train.objectives import FINETUNING, PRETRAINING, objective_class
 
 SECTIONS = {PRETRAINING: "pretraining", FINETUNING: "experiments"}
@@ -32,6 +33,7 @@ TRAIN_IDENTITY = ("voxel_size", "epochs", "milestones", "batch_size", "max_point
 TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
 MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
 SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
+STUDY = "limited_annotations"  # the report group whose experiments run at every annotation.ratios fraction
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,76 @@ class RunSpec:
         return sorted(set(files.values()))
 
 
+def study_run_name(name: str, ratio: float) -> str:
+    """The limited-annotation study's run of `name` (an experiment or a pre-training) at `ratio` < 1."""
+    return f"{name}_ann{ratio_tag(ratio)}"
+
+
+def run_entries(config: dict) -> dict[str, dict[str, dict]]:
+    """kind -> name -> config entry: the entries of `pretraining` and `experiments`, plus the runs of the
+    limited-annotation study. Every experiment of `reports.limited_annotations` runs at every `annotation.ratios`
+    fraction; at 1.0 it is the experiment itself (the run Table 1 shows), below 1 a copy at that ratio named
+    `<experiment>_ann<ratio>`. Its pre-training runs at the same ratio (`<pretraining>_ann<ratio>`, shared by the
+    rows that use it) when its objective learns from labels; a label-free one is shared by all ratios."""
+    entries = {kind: dict(config[SECTIONS[kind]]) for kind in SECTIONS}
+    derived: set[tuple[str, str]] = set()
+
+    def add(kind: str, name: str, entry: dict) -> None:
+        if name in config[SECTIONS[kind]]:
+            raise ConfigError(f"config key '{SECTIONS[kind]}.{name}' is also the name of a run of the "
+                              f"limited-annotation study (reports.{STUDY} x annotation.ratios); rename it")
+        entries[kind][name] = entry
+        derived.add((kind, name))
+
+    for row in config["reports"][STUDY]:
+        experiment = config["experiments"].get(row)
+        if experiment is None:
+            continue  # named in the error of the report-group check (config._check_runs)
+        if experiment["annotation_ratio"] != 1:
+            raise ConfigError(f"config key 'experiments.{row}.annotation_ratio': an experiment of reports.{STUDY} "
+                              f"must use all labels (1.0); the study makes its runs at annotation.ratios")
+        for ratio in config["annotation"]["ratios"]:
+            if ratio == 1:
+                continue
+            entry = {**experiment, "annotation_ratio": ratio}
+            pretraining = experiment.get("pretraining")
+            if pretraining in config["pretraining"] and _learns_from_labels(config, pretraining):
+                entry["pretraining"] = study_run_name(pretraining, ratio)
+                if (PRETRAINING, entry["pretraining"]) not in derived:
+                    add(PRETRAINING, entry["pretraining"], {**config["pretraining"][pretraining],
+                                                             "annotation_ratio": ratio})
+            add(FINETUNING, study_run_name(row, ratio), entry)
+    return entries
+
+
+def _learns_from_labels(config: dict, pretraining: str) -> bool:
+    method = config["pretraining"][pretraining][OBJECTIVE_KEY[PRETRAINING]]
+    return objective_class(method, PRETRAINING, f"pretraining.{pretraining}.method").uses_labels
+
+
 def run_names(config: dict) -> list[tuple[str, str]]:
-    """(kind, name) of every run of the config, pre-trainings first."""
-    return [(kind, name) for kind in (PRETRAINING, FINETUNING) for name in config[SECTIONS[kind]]]
+    """(kind, name) of every run of the config (the study's included), pre-trainings first."""
+    entries = run_entries(config)
+    return [(kind, name) for kind in (PRETRAINING, FINETUNING) for name in entries[kind]]
+
+
+def study_runs(config: dict) -> list[tuple[str, float, str]]:
+    """(row experiment, annotation ratio, experiment run) of the limited-annotation study, rows in report order."""
+    return [(row, ratio, row if ratio == 1 else study_run_name(row, ratio))
+            for row in config["reports"][STUDY] for ratio in config["annotation"]["ratios"]]
+
+
+def mask_ratios(config: dict) -> list[float]:
+    """The annotation ratios below 1 that some run uses: one limited-annotation mask each."""
+    return sorted({entry["annotation_ratio"] for section in run_entries(config).values()
+                   for entry in section.values() if entry["annotation_ratio"] < 1})
 
 
 def report_groups(config: dict) -> dict[str, list[str]]:
-    """Report group -> the experiments it shows, in order (config `reports`)."""
-    return {group: list(names) for group, names in config["reports"].items()}
+    """Report group -> the experiments it shows, in order (config `reports`; the study's runs for its group)."""
+    groups = {group: list(names) for group, names in config["reports"].items()}
+    groups[STUDY] = [run for _, _, run in study_runs(config)]
+    return groups
 
 
 def _effective(defaults: dict, overrides: dict, keys: tuple[str, ...]) -> dict:
@@ -96,10 +160,10 @@ def _effective(defaults: dict, overrides: dict, keys: tuple[str, ...]) -> dict:
 
 def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
     """The specification of run `name` of `kind` in a validated config (ConfigError naming the key if wrong)."""
-    section = SECTIONS[kind]
-    if name not in config[section]:
-        raise ConfigError(f"config key '{section}.{name}' is missing; defined: {', '.join(config[section]) or 'none'}")
-    entry, layout = config[section][name], Layout.of(config)
+    section, entries = SECTIONS[kind], run_entries(config)[kind]
+    if name not in entries:
+        raise ConfigError(f"config key '{section}.{name}' is missing; defined: {', '.join(entries) or 'none'}")
+    entry, layout = entries[name], Layout.of(config)
     objective = objective_class(entry[OBJECTIVE_KEY[kind]], kind, f"{section}.{name}.{OBJECTIVE_KEY[kind]}")
     train = _effective(config["train"], entry["train"], TRAIN_IDENTITY)
     ratio = entry["annotation_ratio"]
@@ -141,8 +205,8 @@ def check_named_files(config: dict) -> None:
     """Files the user names in the config (the CLIP weights, `init` checkpoints) must exist: checked before any job
     is planned, since a workflow whose outputs exist would otherwise quietly keep them (ConfigError naming the key)."""
     named = [("text.checkpoint", config["text"]["checkpoint"])]
-    named += [(f"{SECTIONS[kind]}.{name}.init", config[SECTIONS[kind]][name].get("init")) for kind, name in
-              run_names(config)]
+    named += [(f"{SECTIONS[kind]}.{name}.init", entry.get("init")) for kind in SECTIONS
+              for name, entry in config[SECTIONS[kind]].items()]
     for key, path in named:
         if path and not Path(path).is_file():
             raise ConfigError(f"config key '{key}': {path} does not exist — put the file there or fix the path")

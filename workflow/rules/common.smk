@@ -4,14 +4,20 @@ Paths come from lgseg.paths (their one owner), runs from lgseg.runs (resolved on
 CLI and the DVC generator see them)."""
 
 from lgseg.paths import METRICS, SPLITS, SUMMARY, Layout, ratio_tag
-from lgseg.runs import check_named_files, report_groups, resolve_run, run_names
+from lgseg.runs import (
+    check_named_files,
+    mask_ratios,
+    report_groups,
+    resolve_run,
+    run_names,
+    study_runs,
+)
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.scannet.splits import official_scene_lists
 
 LAYOUT = Layout.of(config)
 DATASET = config["dataset"]["name"]
 LOGS = str(LAYOUT.logs)
-RATIOS = [ratio_tag(r) for r in config["annotation"]["ratios"]]
 IS_DEMO = config["dataset"]["source"] == "demo"
 
 
@@ -79,11 +85,15 @@ TEXT_ANCHORS = str(LAYOUT.text_anchors(TEXT["encoder"]))
 # ------------------------------------------------------------------------------------------------- runs
 
 check_named_files(config)
-EXPERIMENTS = list(config["experiments"])
 RUN_SPECS = {
     (kind, name): resolve_run(config, kind, name) for kind, name in run_names(config)
 }
+EXPERIMENTS = [name for kind, name in RUN_SPECS if kind == "experiment"]
+RATIOS = [ratio_tag(r) for r in mask_ratios(config)]  # one limited-annotation mask each
 REPORTS = report_groups(config)
+STUDY_RUNS = study_runs(
+    config
+)  # (row, ratio, experiment run) of the limited-annotation study
 
 
 def run_path(kind, name, filename):

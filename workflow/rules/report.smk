@@ -4,6 +4,8 @@
 localrules:
     figure_class_distribution,
     table1,
+    limited_annotations,
+    fig5,
 
 
 rule table1:
@@ -45,3 +47,45 @@ rule figure_class_distribution:
         title=f"Fig. 4 ({DATASET}): instances and labelled points per class, train split",
     shell:
         "python -m lgseg plot-class-stats --stats {input} --out {output} --title '{params.title}' 2> {log}"
+
+
+rule limited_annotations:
+    input:
+        [run_path("experiment", run, METRICS) for _, _, run in STUDY_RUNS],
+    output:
+        csv=str(LAYOUT.result("limited_annotations.csv")),
+        markdown=str(LAYOUT.result("limited_annotations.md")),
+    log:
+        f"{LOGS}/limited_annotations.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        # one static value, so a renamed label or another ratio re-runs this rule (params trigger)
+        runs=" ".join(
+            f"--run {experiment_label(row)!r} {ratio:g} {run_path('experiment', run, METRICS)}"
+            for row, ratio, run in STUDY_RUNS
+        ),
+        dataset=DATASET,
+    shell:
+        "python -m lgseg limited-annotations {params.runs} --out {output.csv} --markdown {output.markdown}"
+        " --dataset {params.dataset} 2> {log}"
+
+
+rule fig5:
+    input:
+        str(LAYOUT.result("limited_annotations.csv")),
+    output:
+        report(
+            str(LAYOUT.figure("fig5_limited_annotations.png")),
+            caption="../report/fig5.rst",
+            category="Results",
+        ),
+    log:
+        f"{LOGS}/fig5.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        title=f"Fig. 5 ({DATASET}): semantic segmentation with limited annotations",
+    shell:
+        "python -m lgseg plot-limited-annotations --table {input} --out {output} --title '{params.title}'"
+        " 2> {log}"

@@ -152,6 +152,10 @@ RULES: dict[str, RuleSpec] = {
     "evaluate": RuleSpec(deps=_evaluate_deps),
     "table1": RuleSpec(params=lambda j, c, g: ["dataset.name", "reports.table1"] +
                        [f"experiments.{e}.label" for e in c["reports"]["table1"]]),
+    "limited_annotations": RuleSpec(params=lambda j, c, g: ["dataset.name", "annotation.ratios",
+                                                            "reports.limited_annotations"] +
+                                    [f"experiments.{e}.label" for e in c["reports"]["limited_annotations"]]),
+    "fig5": RuleSpec(params=("dataset.name",)),
     "figure_class_distribution": RuleSpec(),
 }
 SKIP_RULES = {"all"}

@@ -30,13 +30,16 @@ def _box_blur(grid: np.ndarray) -> np.ndarray:
 
 def _trilinear(grid: np.ndarray, position: np.ndarray) -> np.ndarray:
     """Sample grid[X, Y, Z, C] at fractional cell positions (N x 3)."""
-    base = np.clip(np.floor(position).astype(np.int64), 0, np.array(grid.shape[:3]) - 2)
+    size = np.array(grid.shape[:3])
+    base = np.clip(np.floor(position).astype(np.int64), 0, size - 2)
     frac = np.clip(position - base, 0.0, 1.0)
+    weights = [(1 - frac[:, axis], frac[:, axis]) for axis in range(3)]  # per axis: lower, upper corner
+    flat = grid.reshape(-1, grid.shape[3])
+    cell = (base[:, 0] * size[1] + base[:, 1]) * size[2] + base[:, 2]
     out = np.zeros((len(position), grid.shape[3]))
-    for corner in np.ndindex(2, 2, 2):
-        weight = np.prod(np.where(corner, frac, 1 - frac), axis=1)
-        index = base + corner
-        out += weight[:, None] * grid[index[:, 0], index[:, 1], index[:, 2]]
+    for cx, cy, cz in np.ndindex(2, 2, 2):
+        weight = weights[0][cx] * weights[1][cy] * weights[2][cz]
+        out += weight[:, None] * flat[cell + (cx * size[1] + cy) * size[2] + cz]
     return out
 
 

@@ -28,12 +28,24 @@ def voxelize(coord: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarr
     return cells[first], first, inverse.ravel()
 
 
+def first_labelled(labels: np.ndarray, inverse: np.ndarray, num_voxels: int) -> np.ndarray:
+    """Per voxel the label of its first labelled vertex, IGNORE_INDEX where it has none: the voxel labels under a
+    limited-annotation mask, so an annotated vertex labels its voxel even when it is not the voxel's first point."""
+    labelled = np.flatnonzero(labels != IGNORE_INDEX)
+    voxels, first = np.unique(inverse[labelled], return_index=True)
+    out = np.full(num_voxels, IGNORE_INDEX, dtype=labels.dtype)
+    out[voxels] = labels[labelled[first]]
+    return out
+
+
 class SceneDataset(Dataset):
     """One item per scene: voxel coordinates, RGB features (rgb/255 - 0.5), voxel labels, vertex -> voxel map.
 
     With `augmentations` the scene is distorted, rotated, scaled, flipped and recoloured first, from a random
-    generator seeded by (seed, epoch, scene index); set `epoch` before each pass. With `annotated` (scene id ->
-    kept vertex indices) every other vertex is unlabelled, as in the limited-annotation benchmark. With
+    generator seeded by (seed, epoch, scene index); set `epoch` before each pass. A voxel takes the label of its
+    first point (as MinkowskiEngine's quantisation keeps it). With `annotated` (scene id -> kept vertex indices)
+    every other vertex is unlabelled, as in the limited-annotation benchmark, and a voxel takes the label of its
+    first annotated vertex (unlabelled only if it holds none; `first_labelled`). With
     `instance_sampling`, bank instances are pasted into the scene before augmentation, from the same generator;
     the vertex arrays (`inverse`, `vertex_labels`) then list the placed points after the scene's vertices.
     """
@@ -85,7 +97,8 @@ class SceneDataset(Dataset):
             "scene_id": folder.name,
             "coords": torch.from_numpy(voxels + shift),
             "features": torch.from_numpy((color[first] / 255.0 - 0.5).astype(np.float32)),
-            "labels": torch.from_numpy(labels[first]),
+            "labels": torch.from_numpy(labels[first] if self.annotated is None
+                                       else first_labelled(labels, inverse, len(voxels))),
             "inverse": torch.from_numpy(inverse),
             "vertex_labels": torch.from_numpy(labels),
         }

@@ -1,5 +1,5 @@
-"""Paper figures drawn from pipeline outputs (Fig. 4: class distribution of the train split; instance-sampling
-top views)."""
+"""Paper figures drawn from pipeline outputs (Fig. 4: class distribution of the train split; Fig. 5: mIoU against
+the annotated fraction; instance-sampling top views)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,32 @@ def plot_class_distribution(stats: pd.DataFrame, out: str | Path, title: str = "
     axes[0].set_title(title or f"Class distribution of the train split ({present} of {len(table)} classes present)")
     with atomic_file(out) as tmp:
         fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=200)
+    plt.close(fig)
+
+
+def plot_limited_annotations(table: pd.DataFrame, out: str | Path, title: str = "",
+                             protocol: str = "official") -> None:
+    """Fig. 5: mIoU against the annotated fraction (log axis), one line per method, one panel per class group."""
+    table = table[table["protocol"] == protocol]
+    fractions = sorted(table["annotated"].unique())
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.9), layout="constrained")
+    for ax, group in zip(axes, ("all", "head", "common", "tail")):
+        for k, (method, rows) in enumerate(table.groupby("method", sort=False)):
+            rows = rows.sort_values("annotated")
+            ax.plot(100 * rows["annotated"], rows[f"miou_{group}"], marker="o", color=f"C{k}", label=method)
+        ax.set_xscale("log")
+        ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%" for f in fractions])
+        ax.minorticks_off()
+        ax.set_xlabel("annotated vertices per instance")
+        ax.set_title(group if group == "all" else f"{group} classes")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"val mIoU (%, {protocol} protocol)")
+    axes[0].legend(loc="best")
+    if title:
+        fig.suptitle(title)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, format=Path(out).suffix.lstrip(".") or "png", dpi=150)
     plt.close(fig)
 
 

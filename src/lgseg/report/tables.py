@@ -10,6 +10,7 @@ import pandas as pd
 
 from lgseg.fileio import atomic_file, write_text
 
+PROTOCOLS = ("official", "lgs")
 METRICS = ("miou", "precision", "recall")
 GROUPS = ("head", "common", "tail", "all")
 COLUMNS = [f"{m}_{g}" for m in METRICS for g in GROUPS]
@@ -44,6 +45,13 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+DEMO_NOTE = ("> These runs use the synthetic demo data: they check that the pipeline works end to end and are not a "
+             "reproduction of the paper's numbers, which need real ScanNet and paper-scale training.")
+PROTOCOL_NOTE = ("**Official protocol**: per mesh vertex, classes absent from the val ground truth left out. **LGS "
+                 "protocol**: per voxel, classes absent from ground truth and prediction count 0, as the authors' code "
+                 "computes it.")
+
+
 def write_table1(runs: dict[str, str | Path], out_csv: str | Path, out_md: str | Path, dataset: str) -> None:
     ours = table1(runs, "official")
     with atomic_file(out_csv) as tmp:
@@ -53,14 +61,38 @@ def write_table1(runs: dict[str, str | Path], out_csv: str | Path, out_md: str |
     text = [
         f"# Table 1: ScanNet200 semantic segmentation (val), dataset `{dataset}`",
         "",
-        "Numbers in %. **Ours (official protocol)**: per mesh vertex, classes absent from the val ground truth "
-        "left out. **Ours (LGS protocol)**: per voxel, classes absent from ground truth and prediction count 0, "
-        "as the authors' code computes it. **Paper**: Table 1 of Rozenberszki et al. (ECCV 2022), real ScanNet.",
+        f"Numbers in %. {PROTOCOL_NOTE} **Paper**: Table 1 of Rozenberszki et al. (ECCV 2022), real ScanNet.",
         "",
     ]
     if dataset != "scannet200":
-        text += ["> These runs use the synthetic demo data: they check that the pipeline works end to end and are "
-                 "not a reproduction of the paper's numbers, which need real ScanNet and paper-scale training.", ""]
+        text += [DEMO_NOTE, ""]
     text += ["## Ours (official protocol)", "", _markdown(ours), "", "## Ours (LGS protocol)", "", _markdown(lgs), "",
              "## Paper", "", _markdown(paper), ""]
+    write_text(out_md, "\n".join(text))
+
+
+def limited_annotations(runs: list[tuple[str, float, str | Path]]) -> pd.DataFrame:
+    """One row per (method, annotated fraction, protocol) from (label, ratio, metrics.json) triples."""
+    metrics = {path: json.loads(Path(path).read_text()) for _, _, path in runs}
+    rows = [{"method": label, "annotated": ratio, "protocol": protocol, **metrics_row(metrics[path], protocol)}
+            for protocol in PROTOCOLS for label, ratio, path in runs]
+    return pd.DataFrame(rows, columns=["method", "annotated", "protocol", *COLUMNS])
+
+
+def write_limited_annotations(runs: list[tuple[str, float, str | Path]], out_csv: str | Path, out_md: str | Path,
+                              dataset: str) -> None:
+    table = limited_annotations(runs)
+    with atomic_file(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    text = [f"# Limited annotations (paper Fig. 5): ScanNet200 semantic segmentation (val), dataset `{dataset}`", "",
+            "Each method trained on a fraction of each train instance's labelled vertices (farthest-point sampled; "
+            "val fully labelled); its language pre-training sees the same fraction. Numbers in %. "
+            f"{PROTOCOL_NOTE} The paper gives these results as a chart only (Fig. 5), so no paper numbers are "
+            "printed beside.", ""]
+    if dataset != "scannet200":
+        text += [DEMO_NOTE, ""]
+    for protocol in PROTOCOLS:
+        part = table[table["protocol"] == protocol].assign(
+            method=lambda f: f["method"] + " @ " + (100 * f["annotated"]).map("{:g} %".format))
+        text += [f"## {protocol} protocol", "", _markdown(part), ""]
     write_text(out_md, "\n".join(text))

@@ -28,6 +28,15 @@ def coordinate_keys(coords: torch.Tensor) -> torch.Tensor:
     return key
 
 
+def unique_rows(coords: torch.Tensor) -> torch.Tensor:
+    """The distinct rows of an (N, 4) coordinate tensor in lexicographic order, as torch.unique(dim=0) gives
+    them, through one sort of their int64 keys (torch.unique over rows is slow on CPU)."""
+    keys, order = torch.sort(coordinate_keys(coords))
+    first = torch.ones_like(keys, dtype=torch.bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return coords[order[first]]
+
+
 def kernel_offsets(kernel_size: int, tensor_stride: int, dilation: int = 1) -> torch.Tensor:
     """(K, 3) offsets in MinkowskiEngine's kernel order (x fastest)."""
     steps = range(kernel_size) if kernel_size % 2 == 0 else range(-(kernel_size // 2), kernel_size // 2 + 1)
@@ -66,7 +75,7 @@ class CoordinateManager:
         if new not in self.sets:
             coords = self.coords(stride).clone()
             coords[:, 1:] = torch.div(coords[:, 1:], new, rounding_mode="floor") * new
-            self.sets[new] = CoordinateSet(torch.unique(coords, dim=0))
+            self.sets[new] = CoordinateSet(unique_rows(coords))
         return new
 
     def kernel_map(self, in_stride: int, out_stride: int, kernel_size: int, dilation: int = 1) -> list:

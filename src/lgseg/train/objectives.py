@@ -3,7 +3,8 @@
 `OBJECTIVES` maps the names used in the config (`pretraining.<name>.method`, `experiments.<name>.loss`) to classes.
 Each class declares, as class attributes, the data products it needs (`needs`), the config keys whose values change
 its weights (`reads`, part of the run's identity), the network it trains (`model_args`), and whether its outputs
-become class scores (`monitor`: the validation metric that picks `best.pt`; None keeps the last checkpoint). An
+become class scores (`monitor`: the validation metric that picks `best.pt`; None keeps the last checkpoint), and
+whether it learns from labels (`uses_labels`; a label-free pre-training is not repeated per annotation ratio). An
 instance computes the loss over a batch from the network's outputs (both dicts) as a sum and the number it is
 averaged over, so DDP can take the global mean.
 
@@ -31,6 +32,7 @@ class Objective(ABC):
     needs: ClassVar[tuple[str, ...]] = ()  # data products: "anchors" (text anchors), "class_stats"
     reads: ClassVar[tuple[str, ...]] = ()  # dotted config keys
     monitor: ClassVar[str | None] = "val/miou"
+    uses_labels: ClassVar[bool] = True  # False: the limited-annotation study shares one run across ratios
 
     def __init__(self, settings: dict, files: dict[str, Path], device):
         self.settings, self.files, self.device = settings, files, device
