@@ -18,8 +18,7 @@ from lgseg.data.annotation_masks import write_annotation_masks
 from lgseg.data.dataset import collate, first_labelled
 from lgseg.data.store import scene_folders
 from lgseg.errors import ConfigError
-from lgseg.report.figures import plot_limited_annotations
-from lgseg.report.tables import write_limited_annotations
+from lgseg.cli import main
 from lgseg.runs import mask_ratios, resolve_run, run_names, study_runs
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.text.anchors import build_text_anchors
@@ -151,7 +150,7 @@ def test_the_loss_is_computed_on_exactly_the_annotated_voxels(project, kind, nam
         assert int(count) == int((expected >= 0).sum())
 
 
-def test_study_table_and_figure(tmp_path):
+def test_study_table_and_figure_commands(tmp_path):
     runs = []
     for label, base in (("Scratch", 0.1), ("Ours", 0.2)):
         for ratio in (0.05, 0.1, 0.5, 1.0):
@@ -162,7 +161,9 @@ def test_study_table_and_figure(tmp_path):
                                         "lgs": {"mean": {k: {g: v / 2 for g, v in m.items()}
                                                          for k, m in means.items()}}}))
             runs.append((label, ratio, path))
-    write_limited_annotations(runs, tmp_path / "la.csv", tmp_path / "la.md", "demo")
+    assert main(["limited-annotations", *[a for label, ratio, path in runs for a in ("--run", label, str(ratio),
+                                                                                    str(path))],
+                 "--out", str(tmp_path / "la.csv"), "--markdown", str(tmp_path / "la.md"), "--dataset", "demo"]) == 0
     table = pd.read_csv(tmp_path / "la.csv")
     assert len(table) == 16 and set(table["protocol"]) == {"official", "lgs"}
     row = table[(table["method"] == "Ours") & (table["annotated"] == 0.05) & (table["protocol"] == "official")]
@@ -171,8 +172,9 @@ def test_study_table_and_figure(tmp_path):
     lgs = table[(table["method"] == "Scratch") & (table["annotated"] == 1.0) & (table["protocol"] == "lgs")]
     assert lgs["miou_head"].item() == pytest.approx(100 * 0.1 * 2 / 2)
     assert "Ours @ 5 %" in (tmp_path / "la.md").read_text()
-    plot_limited_annotations(table, tmp_path / "fig5.png", "Fig. 5")
-    assert (tmp_path / "fig5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = tmp_path / "fig5.png"
+    assert main(["plot-limited-annotations", "--table", str(tmp_path / "la.csv"), "--out", str(figure)]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_dry_run_trains_each_run_once(tmp_path):

@@ -215,7 +215,7 @@ def _table1(args) -> None:
 def _limited_annotations(args) -> None:
     from lgseg.report.tables import write_limited_annotations
 
-    runs = [(label, float(ratio), path) for label, ratio, path in args.run]
+    runs = [(label, float(ratio), path) for label, ratio, path in args.study_runs]
     write_limited_annotations(runs, args.out, args.markdown, args.dataset)
 
 
@@ -355,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("limited-annotations",
                             help="results/limited_annotations.csv and .md from the study's metrics.json files")
-    p.add_argument("--run", nargs=3, action="append", required=True, metavar=("LABEL", "RATIO", "METRICS"),
+    p.add_argument("--run", nargs=3, action="append", required=True, dest="study_runs",
+                   metavar=("LABEL", "RATIO", "METRICS"),
                    help="one run of the study: method label, annotated fraction, its metrics.json (repeat)")
     p.add_argument("--out", required=True, help="csv to write")
     p.add_argument("--markdown", required=True, help="markdown to write")

@@ -7,6 +7,7 @@ numpy Generator it is given, so a scene's augmentation is reproducible from (see
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import map_coordinates
 
 DEFAULT_STEPS = [
     {"name": "elastic_distortion", "p": 0.95, "params": [[0.2, 0.4], [0.8, 1.6]]},
@@ -29,18 +30,9 @@ def _box_blur(grid: np.ndarray) -> np.ndarray:
 
 
 def _trilinear(grid: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Sample grid[X, Y, Z, C] at fractional cell positions (N x 3)."""
-    size = np.array(grid.shape[:3])
-    base = np.clip(np.floor(position).astype(np.int64), 0, size - 2)
-    frac = np.clip(position - base, 0.0, 1.0)
-    weights = [(1 - frac[:, axis], frac[:, axis]) for axis in range(3)]  # per axis: lower, upper corner
-    flat = grid.reshape(-1, grid.shape[3])
-    cell = (base[:, 0] * size[1] + base[:, 1]) * size[2] + base[:, 2]
-    out = np.zeros((len(position), grid.shape[3]))
-    for cx, cy, cz in np.ndindex(2, 2, 2):
-        weight = weights[0][cx] * weights[1][cy] * weights[2][cz]
-        out += weight[:, None] * flat[cell + (cx * size[1] + cy) * size[2] + cz]
-    return out
+    """Sample grid[X, Y, Z, C] at fractional cell positions (N x 3), trilinearly; outside the grid the border."""
+    return np.stack([map_coordinates(grid[..., c], position.T, order=1, mode="nearest")
+                     for c in range(grid.shape[3])], axis=1)
 
 
 def elastic_distortion(coord, color, rng, p, params):

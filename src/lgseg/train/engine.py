@@ -195,11 +195,11 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
                     detached = {key: value.detach() for key, value in outputs.items()}
                     labels = batch["labels"]
                     valid = labels >= 0
-                    scores = objective.scores(detached)
+                    scores = objective.scores({key: value[valid] for key, value in detached.items()})
                     if scores is not None:
-                        sums["correct"] += int((scores.argmax(1)[valid] == labels[valid]).sum())
+                        sums["correct"] += int((scores.argmax(1) == labels[valid]).sum())
                     sums["labelled"] += int(valid.sum())
-                    for name, (total, count) in objective.batch_metrics(detached, batch).items():
+                    for name, (total, count) in objective.batch_metrics(detached, batch, scores).items():
                         extra.setdefault(name, [0.0, 0.0])
                         extra[name][0] += total
                         extra[name][1] += count

@@ -53,8 +53,9 @@ class Objective(ABC):
         """Class scores per voxel [N, 200] for monitoring and evaluation."""
         return outputs["features"]
 
-    def batch_metrics(self, outputs: dict, batch: dict) -> dict:
-        """Extra train metrics as name -> (sum, count), logged per epoch as train/<name>."""
+    def batch_metrics(self, outputs: dict, batch: dict, scores) -> dict:
+        """Extra train metrics as name -> (sum, count), logged per epoch as train/<name>; `scores` are the class
+        scores of the labelled voxels (`scores` of their outputs), or None."""
         return {}
 
 
@@ -153,14 +154,12 @@ class LanguageContrastive(Objective):
 
         return losses.cosine_to_anchors(outputs["features"], self.anchors)
 
-    def batch_metrics(self, outputs, batch):
-        from lgseg.train import losses
-
+    def batch_metrics(self, outputs, batch, scores):
         labels = batch["labels"]
         labelled = int((labels >= 0).sum())
         if not labelled:
             return {}
-        cosine = float(losses.positive_cosine(outputs["features"].detach(), labels, self.anchors))
+        cosine = float(scores.gather(1, labels[labels >= 0][:, None]).mean())  # scores are cosines to the anchors
         return {"positive_cosine": (cosine * labelled, labelled)}
 
 
