@@ -10,15 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from conftest import REPO, layout, processed_demo_store
+from lgseg.cli import main
 from lgseg.config import SCHEMA_PATH, load_config, validate_config
 from lgseg.data.annotation_masks import write_annotation_masks
 from lgseg.data.dataset import collate, first_labelled
 from lgseg.data.store import scene_folders
 from lgseg.errors import ConfigError
-from lgseg.cli import main
 from lgseg.runs import mask_ratios, resolve_run, run_names, study_runs
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.text.anchors import build_text_anchors
