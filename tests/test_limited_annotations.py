@@ -56,12 +56,14 @@ def _config(root=None, **changes):
 def test_the_study_expands_into_runs_and_shares_the_full_label_runs():
     config = load_config([REPO / "config.yaml"])
     names = set(run_names(config))
+    rows = ("scratch", "csc", "ours")
     derived = {("pretraining", f"clip_ann{r}") for r in ("0.05", "0.1", "0.5")} | {
-        ("experiment", f"{row}_ann{r}") for row in ("scratch", "ours") for r in ("0.05", "0.1", "0.5")}
-    table1 = {("pretraining", "clip")} | {("experiment", e) for e in config["experiments"]}
-    assert names == table1 | derived
+        ("experiment", f"{row}_ann{r}") for row in rows for r in ("0.05", "0.1", "0.5")}
+    configured = {("pretraining", p) for p in config["pretraining"]} | {("experiment", e) for e in config["experiments"]}
+    assert names == configured | derived  # CSC learns without labels: one pre-training for every ratio
     assert study_runs(config) == [(row, r, row if r == 1 else f"{row}_ann{r:g}")
-                                  for row in ("scratch", "ours") for r in (0.05, 0.1, 0.5, 1.0)]
+                                  for row in rows for r in (0.05, 0.1, 0.5, 1.0)]
+    assert resolve_run(config, "experiment", "csc_ann0.05").init == {"pretraining": "csc"}
     ours = resolve_run(config, "experiment", "ours_ann0.05")
     assert ours.init == {"pretraining": "clip_ann0.05"} and ours.settings["annotation_ratio"] == 0.05
     assert ours.files["mask"].endswith("masks/annotated_0.05.npz")
@@ -78,12 +80,8 @@ def test_the_study_expands_into_runs_and_shares_the_full_label_runs():
     assert resolve_run(config, "experiment", "ours").groups == ("table1", "limited_annotations")
 
 
-def test_a_label_free_pretraining_is_shared_by_every_ratio(monkeypatch):
-    class LabelFree(objectives.LanguageContrastive):
-        name, uses_labels = "label_free", False
-
-    monkeypatch.setitem(objectives.OBJECTIVES, "label_free", LabelFree)
-    config = _config(pretraining={"lang": {"method": "label_free"}})
+def test_a_label_free_pretraining_is_shared_by_every_ratio():
+    config = _config(pretraining={"lang": {"method": "csc"}})
     assert ("pretraining", "lang_ann0.1") not in run_names(config)
     assert resolve_run(config, "experiment", "ours_ann0.1").init == {"pretraining": "lang"}
 
@@ -185,7 +183,7 @@ def test_dry_run_trains_each_run_once(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     trained = re.findall(r"rule (train|pretrain):\n(?:.*\n)*?\s+wildcards: name=(\S+)", result.stdout)
     experiments = sorted(name for rule, name in trained if rule == "train")
-    assert experiments == sorted(["scratch", "ins_samp", "c_focal", "clip_only", "ours"] +
-                                 [f"{row}_ann{r}" for row in ("scratch", "ours") for r in ("0.05", "0.1", "0.5")])
+    assert experiments == sorted(["scratch", "ins_samp", "c_focal", "supcon", "csc", "clip_only", "ours"] +
+                                 [f"{row}_ann{r}" for row in ("scratch", "csc", "ours") for r in ("0.05", "0.1", "0.5")])
     assert sorted(name for rule, name in trained if rule == "pretrain") == ["clip", "clip_ann0.05", "clip_ann0.1",
-                                                                            "clip_ann0.5"]
+                                                                            "clip_ann0.5", "csc", "supcon"]

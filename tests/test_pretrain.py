@@ -106,7 +106,7 @@ def test_objective_losses_match_the_loss_functions(project):
     assert int(count) == 50
     torch.testing.assert_close(pre.scores({"features": features}), losses.cosine_to_anchors(features, anchors))
     valid = labels >= 0  # the engine passes the scores of the labelled voxels
-    (cosine_sum, labelled), = pre.batch_metrics({"features": features}, {"labels": labels},
+    (cosine_sum, labelled), = pre.observe({"features": features}, {"labels": labels},
                                                pre.scores({"features": features[valid]})).values()
     assert labelled == int(valid.sum())
     assert cosine_sum / labelled == pytest.approx(float(losses.positive_cosine(features, labels, anchors)), abs=1e-6)

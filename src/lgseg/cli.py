@@ -165,14 +165,19 @@ def _run_model(args, split: str):
     from lgseg.train.engine import build_model, device_for_training, split_dataset
 
     spec = _run_spec(args)
-    path = Path(args.run_dir or spec.run_dir) / BEST
+    path = Path(args.checkpoint) if args.checkpoint else Path(args.run_dir or spec.run_dir) / BEST
     device = device_for_training()
-    state = load_checkpoint(path, map_location=device)
+    variant = spec.settings["model"]["variant"]
+    state = load_checkpoint(path, map_location=device, variant=variant)
     if state["model_args"]["num_classes"] is None:
         raise DataError(path, "is a pre-training checkpoint (features, no class head)",
                         "evaluate a fine-tuned run (an experiment) instead")
-    model = build_model(spec.options["backend"], spec.settings["model"]["variant"], 0, **state["model_args"])
-    model.load_state_dict(state["model"])
+    model = build_model(spec.options["backend"], variant, 0, **state["model_args"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # one of ours of another variant
+        raise DataError(path, f"does not fit {variant}: {' '.join(str(err).split())[:300]}",
+                        "evaluate it with the model.variant it was trained with") from None
     return spec, model.to(device), split_dataset(spec, split), device
 
 
@@ -338,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_arguments(p, pretraining=False)
         p.add_argument("--split", default="val" if name == "evaluate" else "test")
         p.add_argument("--out", required=True, help="metrics.json" if name == "evaluate" else "output folder")
+        p.add_argument("--checkpoint", metavar="FILE", help="use this checkpoint instead of the run's best.pt: one "
+                       "of ours, or the authors' (LGS .ckpt, CSC .pth) of the run's model.variant")
         p.set_defaults(run=_evaluate if name == "evaluate" else _export_benchmark)
 
     p = commands.add_parser("evaluate-benchmark", help="evaluate benchmark files as ScanNet's official script does")

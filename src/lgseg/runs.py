@@ -24,12 +24,14 @@ from pathlib import Path
 from lgseg.errors import ConfigError, DataError
 from lgseg.paths import BEST, SUMMARY, Layout, ratio_tag, split_dir
 from lgseg.train.objectives import FINETUNING, PRETRAINING, objective_class
+from lgseg.train.schedules import SCHEDULES
 
 SECTIONS = {PRETRAINING: "pretraining", FINETUNING: "experiments"}
 OBJECTIVE_KEY = {PRETRAINING: "method", FINETUNING: "loss"}
 # train.* keys that change the weights (a run may override each); the others only change how it runs
-TRAIN_IDENTITY = ("voxel_size", "epochs", "milestones", "batch_size", "max_points", "lr", "momentum", "dampening",
-                  "weight_decay", "gamma", "seed", "augmentations", "amp")
+# (plus the keys of its `train.scheduler`, lgseg.train.schedules)
+TRAIN_IDENTITY = ("voxel_size", "epochs", "batch_size", "max_points", "lr", "momentum", "dampening", "weight_decay",
+                  "seed", "augmentations", "amp", "scheduler")
 TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
 MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
 SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
@@ -166,10 +168,11 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
     entry, layout = entries[name], Layout.of(config)
     objective = objective_class(entry[OBJECTIVE_KEY[kind]], kind, f"{section}.{name}.{OBJECTIVE_KEY[kind]}")
     train = _effective(config["train"], entry["train"], TRAIN_IDENTITY)
+    train.update(_effective(config["train"], entry["train"], SCHEDULES[train["scheduler"]].reads))
     ratio = entry["annotation_ratio"]
     settings = {
         "objective": objective.name,
-        **{key: _config_value(config, key) for key in objective.reads},
+        **{key: _objective_setting(config, entry, key) for key in objective.reads},
         "model": _effective(config["model"], entry["model"], MODEL_IDENTITY),
         "train": train,
         "annotation_ratio": ratio,
@@ -217,6 +220,15 @@ def _config_value(config: dict, key: str):
     for part in key.split("."):
         node = node[part]
     return node
+
+
+def _objective_setting(config: dict, entry: dict, key: str):
+    """The value of a key the objective reads; a `losses.<section>` takes the run's own `losses` overrides."""
+    value = _config_value(config, key)
+    section, _, name = key.partition(".")
+    if section == "losses" and name in entry["losses"]:
+        value = {**value, **entry["losses"][name]}
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ identity

@@ -66,6 +66,12 @@ class SceneDataset(Dataset):
         return len(self.folders)
 
     def __getitem__(self, index: int) -> dict:
+        scene_id, coord, color, labels, rng = self.scene(index)
+        return self.voxel_item(scene_id, coord, color, labels, rng)[0]
+
+    def scene(self, index: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+        """(scene id, vertex coordinates, colours, labels under the mask, the item's generator), with the bank
+        instances placed when instance sampling is on; not yet augmented."""
         folder = self.folders[index]
         arrays = read_scene(folder)
         coord = np.asarray(arrays["coord"], dtype=np.float64)
@@ -77,7 +83,6 @@ class SceneDataset(Dataset):
             limited = np.full_like(labels, IGNORE_INDEX)
             limited[kept] = labels[kept]
             labels = limited
-        shift = np.zeros(3, dtype=np.int64)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.instance_sampling is not None:
             if "instance" not in arrays:
@@ -89,12 +94,18 @@ class SceneDataset(Dataset):
             scene, _ = place_instances(scene, sampling.bank, rng, sampling.count, sampling.max_tries, sampling.cell,
                                        sampling.min_coverage, sampling.scale)
             coord, color, labels = scene["coord"], scene["color"], scene["segment"]
+        return folder.name, coord, color, labels, rng
+
+    def voxel_item(self, scene_id: str, coord: np.ndarray, color: np.ndarray, labels: np.ndarray,
+                   rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+        """(the network input of these points, augmented when the dataset augments; the point kept per voxel)."""
+        shift = np.zeros(3, dtype=np.int64)
         if self.augmentations is not None:
             coord, color = augment(coord, color, self.augmentations, rng)
             shift = rng.integers(0, MAX_TRANSLATION_VOXELS, size=3)
         voxels, first, inverse = voxelize(coord, self.voxel_size)
-        return {
-            "scene_id": folder.name,
+        item = {
+            "scene_id": scene_id,
             "coords": torch.from_numpy(voxels + shift),
             "features": torch.from_numpy((color[first] / 255.0 - 0.5).astype(np.float32)),
             "labels": torch.from_numpy(labels[first] if self.annotated is None
@@ -102,6 +113,7 @@ class SceneDataset(Dataset):
             "inverse": torch.from_numpy(inverse),
             "vertex_labels": torch.from_numpy(labels),
         }
+        return item, first
 
 
 def collate(items: list[dict]) -> dict:

@@ -50,10 +50,13 @@ class Res16UNet(nn.Module):
     Returns per-voxel features (the last plane, no ReLU on the last block), or class logits when `num_classes` is
     given (a linear 1x1x1 head on those features). A `feature_dim` other than the last plane adds a linear 1x1x1
     projection to that width (as the authors' `_Proj` variants); Res16UNet34D's 512 already equals CLIP's width.
+    An `embedding_dim` adds a linear 1x1x1 head that the network returns instead (CSC's 32-d pre-training head;
+    a fine-tuning started from such a network has no `embedding_dim`, so the head is left out).
     """
 
     def __init__(self, backend, variant: str = "Res16UNet34D", in_channels: int = 3, feature_dim: int | None = None,
-                 num_classes: int | None = None, conv1_kernel_size: int = 3, bn_momentum: float = 0.02):
+                 num_classes: int | None = None, conv1_kernel_size: int = 3, bn_momentum: float = 0.02,
+                 embedding_dim: int | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown model variant '{variant}'; choose one of {', '.join(VARIANTS)}")
@@ -87,11 +90,13 @@ class Res16UNet(nn.Module):
         self.projection = (backend.conv(planes[7], self.feature_dim, kernel_size=1, bias=True)
                            if self.feature_dim != planes[7] else None)
         self.final = backend.conv(self.feature_dim, num_classes, kernel_size=1, bias=True) if num_classes else None
+        self.embedding = (backend.conv(self.feature_dim, embedding_dim, kernel_size=1, bias=True) if embedding_dim
+                          else None)
         self._initialise()
 
     def _initialise(self):
         for name, parameter in self.named_parameters():
-            if name.endswith("kernel") and not name.startswith(("final", "projection")):
+            if name.endswith("kernel") and not name.startswith(("final", "projection", "embedding")):
                 nn.init.kaiming_normal_(parameter, mode="fan_out", nonlinearity="relu")
         for module in self.modules():
             if isinstance(module, nn.BatchNorm1d):
@@ -109,4 +114,6 @@ class Res16UNet(nn.Module):
             out = block(self.backend.cat(self.relu(bn(conv(out))), skips.pop()))
         if self.projection is not None:
             out = self.projection(out)
+        if self.embedding is not None:
+            out = self.embedding(out)
         return self.final(out) if self.final is not None else out

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from lgseg.data.augment import DEFAULT_STEPS
-from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset, collate
+from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset
 from lgseg.data.instance_bank import read_instance_bank
 from lgseg.data.instance_sampling import InstanceSampling
 from lgseg.errors import DataError
@@ -35,14 +35,16 @@ from lgseg.sparse import get_backend
 from lgseg.train import distributed
 from lgseg.train.checkpoint import load_checkpoint, load_matching_weights, save_checkpoint
 from lgseg.train.objectives import OBJECTIVES
+from lgseg.train.schedules import SCHEDULES
 
 log = logging.getLogger(__name__)
 
 
 def build_model(backend: str, variant: str, seed: int, num_classes: int | None,
-                feature_dim: int | None = None) -> Res16UNet:
+                feature_dim: int | None = None, embedding_dim: int | None = None) -> Res16UNet:
     torch.manual_seed(seed)
-    return Res16UNet(get_backend(backend), variant, feature_dim=feature_dim, num_classes=num_classes)
+    return Res16UNet(get_backend(backend), variant, feature_dim=feature_dim, num_classes=num_classes,
+                     embedding_dim=embedding_dim)
 
 
 def device_for_training() -> torch.device:
@@ -146,14 +148,19 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
     use_amp = train_cfg["amp"] == "on" or (train_cfg["amp"] == "auto" and device.type == "cuda")
     train_set, val_set = make_datasets(spec)
     objective = OBJECTIVES[spec.objective](spec.settings, _objective_files(spec), device)
-    init_state = load_checkpoint(spec.files["init"], map_location=device) if spec.init and state is None else None
+    train_items = objective.train_items(train_set)
+    init_state = (load_checkpoint(spec.files["init"], map_location=device, variant=spec.settings["model"]["variant"])
+                  if spec.init and state is None else None)
     model_args = state["model_args"] if state is not None else objective.model_args(
         init_state.get("model_args") if init_state else None)
     net = build_model(options["backend"], spec.settings["model"]["variant"], train_cfg["seed"], **model_args).to(device)
     model = distributed.parallel(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
                                 dampening=train_cfg["dampening"], weight_decay=train_cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, train_cfg["milestones"], train_cfg["gamma"])
+    sampler = PointBudgetBatchSampler(train_set.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
+                                      shuffle=True, seed=train_cfg["seed"])
+    scheduler = SCHEDULES[train_cfg["scheduler"]].build(optimizer, train_cfg,
+                                                        len(distributed.shard_batches(list(sampler))))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     start_epoch, best = 0, -1.0
     if state is not None:
@@ -161,11 +168,10 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"], state["best_miou"]
+        objective.load_state(state.get("objective", {}))
         log.info("resuming %s after epoch %d", run_dir / LAST, start_epoch)
     elif spec.init:
         _initialise(net, spec, init_state, {"final"} if model_args["num_classes"] else set())
-    sampler = PointBudgetBatchSampler(train_set.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
-                                      shuffle=True, seed=train_cfg["seed"])
     monitor = objective.monitor
     checkpoint = {"model_args": model_args, "identity": record, "identity_hash": ident}
     metrics_log = (Live(str(run_dir / LIVE), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=None) if main
@@ -175,8 +181,8 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
         for epoch in range(start_epoch, epochs):
             train_set.epoch = sampler.epoch = epoch
             objective.start_epoch(train_cfg["seed"], epoch)
-            loader = DataLoader(train_set, batch_sampler=distributed.shard_batches(list(sampler)),
-                                collate_fn=collate, num_workers=options["workers"])
+            loader = DataLoader(train_items, batch_sampler=distributed.shard_batches(list(sampler)),
+                                collate_fn=objective.collate, num_workers=options["workers"])
             sums = {"loss": 0.0, "steps": 0.0, "correct": 0.0, "labelled": 0.0}
             extra: dict[str, list[float]] = {}
             for batch in tqdm(loader, desc=f"{spec.name} epoch {epoch + 1}/{epochs}", unit="batch",
@@ -199,7 +205,7 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
                     if scores is not None:
                         sums["correct"] += int((scores.argmax(1) == labels[valid]).sum())
                     sums["labelled"] += int(valid.sum())
-                    for name, (total, count) in objective.batch_metrics(detached, batch, scores).items():
+                    for name, (total, count) in objective.observe(detached, batch, scores).items():
                         extra.setdefault(name, [0.0, 0.0])
                         extra[name][0] += total
                         extra[name][1] += count
@@ -232,7 +238,8 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
                            "identity_hash": ident}
             if main and ((epoch + 1) % options["checkpoint_every"] == 0 or last_epoch):
                 save_checkpoint(run_dir / LAST, model=net.state_dict(), optimizer=optimizer.state_dict(),
-                                scheduler=scheduler.state_dict(), epoch=epoch + 1, best_miou=best,
+                                scheduler=scheduler.state_dict(), objective=objective.state(), epoch=epoch + 1,
+                                best_miou=best,
                                 **({"summary": summary} if last_epoch else {}), **checkpoint)
             if live is not None:
                 live.next_step()

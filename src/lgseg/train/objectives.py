@@ -6,7 +6,9 @@ its weights (`reads`, part of the run's identity), the network it trains (`model
 become class scores (`monitor`: the validation metric that picks `best.pt`; None keeps the last checkpoint), and
 whether it learns from labels (`uses_labels`; a label-free pre-training is not repeated per annotation ratio). An
 instance computes the loss over a batch from the network's outputs (both dicts) as a sum and the number it is
-averaged over, so DDP can take the global mean.
+averaged over, so DDP can take the global mean. It may make its own training items from the augmented scenes
+(`train_items`, `collate`; CSC's view pairs) and keep running state across steps (`observe`, `state`; SupCon's
+confusion matrix), which the resumable checkpoint carries.
 
 The run specification reads the declarations when the workflow builds its DAG, without torch: torch and the loss
 functions are imported inside the methods. Adding an objective = one class here and its loss module.
@@ -50,13 +52,29 @@ class Objective(ABC):
         """(sum of the per-point losses, the number it is averaged over), both tensors."""
 
     def scores(self, outputs: dict):
-        """Class scores per voxel [N, 200] for monitoring and evaluation."""
+        """Class scores per voxel [N, 200] for monitoring and evaluation (None: the objective has none)."""
         return outputs["features"]
 
-    def batch_metrics(self, outputs: dict, batch: dict, scores) -> dict:
-        """Extra train metrics as name -> (sum, count), logged per epoch as train/<name>; `scores` are the class
-        scores of the labelled voxels (`scores` of their outputs), or None."""
+    def observe(self, outputs: dict, batch: dict, scores) -> dict:
+        """After each optimiser step: update running state, return extra train metrics as name -> (sum, count),
+        logged per epoch as train/<name>; `scores` are the class scores of the labelled voxels, or None."""
         return {}
+
+    def train_items(self, scenes):
+        """The training dataset made from the augmented scenes (a `SceneDataset`); default: the scenes."""
+        return scenes
+
+    def collate(self, items: list[dict]) -> dict:
+        from lgseg.data.dataset import collate
+
+        return collate(items)
+
+    def state(self) -> dict:
+        """Running state for the resumable checkpoint (tensors); restored with `load_state`."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
 
 
 class _ClassHead(Objective):
@@ -154,7 +172,7 @@ class LanguageContrastive(Objective):
 
         return losses.cosine_to_anchors(outputs["features"], self.anchors)
 
-    def batch_metrics(self, outputs, batch, scores):
+    def observe(self, outputs, batch, scores):
         labels = batch["labels"]
         labelled = int((labels >= 0).sum())
         if not labelled:
@@ -163,8 +181,133 @@ class LanguageContrastive(Objective):
         return {"positive_cosine": (cosine * labelled, labelled)}
 
 
+class SupCon(LanguageContrastive):
+    """The SupCon baseline as the authors coded it (docs/method.md §7): each labelled feature pulled to sampled
+    points of its class and pushed from sampled points of confused classes of the minibatch (hinge on mean cosine
+    distances). Negative classes follow the running confusion matrix of nearest-anchor predictions, counted over
+    the epoch and refreshed every step (random at the start), as the authors' code; the text anchors serve only
+    that and the monitor, and set the output width as in the language pre-training (no projection for 34D + CLIP)."""
+
+    name = "supcon"
+    reads = ("losses.supcon",)
+
+    def __init__(self, settings, files, device):
+        super().__init__(settings, files, device)
+        import torch
+
+        classes = self.anchors.shape[0]
+        self.epoch_confusion = torch.zeros((classes, classes), dtype=torch.long, device=device)
+        self.confusion = None  # drawn at the first epoch (or restored from last.pt)
+
+    def loss(self, outputs, batch):
+        import torch
+
+        from lgseg.train import baseline_losses
+
+        c, labels = self.settings["losses.supcon"], batch["labels"]
+        labelled = labels >= 0
+        positives, negatives = baseline_losses.sample_supcon(
+            labels[labelled], self.confusion, c["num_positives"], c["num_negatives"], self.generator,
+            weights=c["negative_weights"])
+        per_point = baseline_losses.supcon_loss(outputs["features"][labelled], positives, negatives,
+                                                pos_threshold=c["pos_threshold"], neg_threshold=c["neg_threshold"],
+                                                neg_weight=c["neg_weight"])
+        count = torch.tensor(labels.numel(), device=labels.device) if c["reduction"] == "mean_all" \
+            else labelled.sum()
+        return per_point.sum(), count
+
+    def start_epoch(self, seed, epoch):
+        import torch
+
+        super().start_epoch(seed, epoch)
+        self.epoch_confusion.zero_()
+        if self.confusion is None:
+            classes = self.epoch_confusion.shape[0]
+            start = torch.Generator().manual_seed(seed)
+            self.confusion = torch.randint(0, classes, (classes, classes), generator=start).to(self.device) + 1
+
+    def observe(self, outputs, batch, scores):
+        import torch
+
+        labels = batch["labels"]
+        labels = labels[labels >= 0]
+        if len(labels):
+            classes = self.confusion.shape[0]
+            self.epoch_confusion += torch.bincount(labels * classes + scores.argmax(1),
+                                                   minlength=classes * classes).view(classes, classes)
+            self.confusion = self.epoch_confusion + 1
+        return {}
+
+    def state(self):
+        return {"confusion": self.confusion, "epoch_confusion": self.epoch_confusion}
+
+    def load_state(self, state):
+        self.confusion = state["confusion"].to(self.device)
+        self.epoch_confusion = state["epoch_confusion"].to(self.device)
+
+
+class ContrastiveSceneContexts(Objective):
+    """The CSC baseline (docs/method.md §7): PointInfoNCE between matched voxels of two views of a scene, inside
+    shape-context partitions, on an L2-normalised `embedding_dim` head that fine-tuning leaves out. Views are two
+    augmented crops of the reconstruction ("CSC (scene views)", lgseg.data.views); no labels are read."""
+
+    name = "csc"
+    stage = PRETRAINING
+    reads = ("losses.csc",)
+    monitor = None
+    uses_labels = False
+
+    def __init__(self, settings, files, device):
+        super().__init__(settings, files, device)
+        import torch
+
+        self.generator = torch.Generator(device=device)
+
+    def model_args(self, init_args):
+        return {"num_classes": None, "feature_dim": None, "embedding_dim": self.settings["losses.csc"]["embedding_dim"]}
+
+    def start_epoch(self, seed, epoch):
+        from lgseg.train import distributed
+
+        self.generator.manual_seed(seed * 1_000_003 + epoch * 1_009 + distributed.rank())
+
+    def train_items(self, scenes):
+        from lgseg.data.views import ViewPairs
+
+        return ViewPairs(scenes, self.settings["losses.csc"]["crop"])
+
+    def collate(self, items):
+        from lgseg.data.views import collate_view_pairs
+
+        return collate_view_pairs(items)
+
+    def loss(self, outputs, batch):
+        import torch
+        import torch.nn.functional as F
+
+        from lgseg.train import baseline_losses
+
+        c = self.settings["losses.csc"]
+        embedding = F.normalize(outputs["features"].float(), dim=1)
+        total = embedding.new_zeros(())
+        for pairs, coord in zip(batch["pairs"], batch["pair_coord"]):
+            if not len(pairs):  # views that share no voxel (cannot happen with crop >= 0.5)
+                continue
+            pick = torch.randperm(len(pairs), generator=self.generator, device=self.device)[:c["num_pairs"]]
+            pairs, coord = pairs.to(self.device)[pick], coord.to(self.device)[pick]
+            partitions = baseline_losses.shape_context_partitions(coord, c["inner_radius"], c["outer_radius"],
+                                                                  c["partitions"])
+            total = total + baseline_losses.point_info_nce(embedding[pairs[:, 0]], embedding[pairs[:, 1]],
+                                                           partitions, c["partitions"], c["temperature"])
+        return total, torch.tensor(len(batch["pairs"]), device=embedding.device)
+
+    def scores(self, outputs):
+        return None
+
+
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CrossEntropy, ClassBalancedFocal,
-                                                                     LanguageContrastive)}
+                                                                     LanguageContrastive, SupCon,
+                                                                     ContrastiveSceneContexts)}
 
 
 def objective_class(name: str, stage: str, key: str) -> type[Objective]:
