@@ -12,6 +12,7 @@ from conftest import REPO, layout, processed_demo_store
 from lgseg.config import SCHEMA_PATH, load_config, validate_config
 from lgseg.data.dataset import SceneDataset
 from lgseg.data.views import ViewPairs, collate_view_pairs, crop, view_pairs
+from lgseg.errors import ConfigError
 from lgseg.paths import split_list
 from lgseg.runs import identity_changes, resolve_run
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
@@ -168,6 +169,9 @@ def test_view_pairs_by_hand():
     pairs, vertex = view_pairs(kept, first, inverse, 6)
     # vertex 0 is not in view 1; vertex 2 is in view 1's voxel 0, vertex 4 in its voxel 2
     assert pairs.tolist() == [[1, 0], [2, 2]] and vertex.tolist() == [2, 4]
+    # view 0 voxels keeping vertices 1 and 2, which share view 1's voxel 0: only the first pair is kept
+    pairs, vertex = view_pairs(kept, (np.array([1, 2, 3]), first[1]), inverse, 6)
+    assert pairs.tolist() == [[0, 0], [2, 2]] and vertex.tolist() == [1, 4]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +198,7 @@ def test_the_two_views_overlap_partly_and_their_correspondences_are_exact(store)
             cells = np.floor(coord[kept] / 0.1).astype(np.int64)
             voxel = np.floor(where / 0.1).astype(np.int64) - cells.min(0)
             np.testing.assert_array_equal(item["views"][view]["coords"].numpy()[side], voxel)
-        assert len(np.unique(pairs[:, 0])) == len(pairs)  # one pair per voxel of view 0
+        assert len(np.unique(pairs[:, 0])) == len(np.unique(pairs[:, 1])) == len(pairs)  # one-to-one
 
 
 def test_csc_loss_falls_over_a_few_steps_on_the_demo(store):
@@ -247,6 +251,12 @@ def test_only_the_schedules_own_keys_are_identity():
     csc, clip = (resolve_run(config, "pretraining", name).settings["train"] for name in ("csc", "clip"))
     assert set(csc) - set(clip) == {"decay_steps"} and set(clip) - set(csc) == {"milestones"}
     assert csc["scheduler"] == "exponential" and csc["lr"] == 0.1 and csc["momentum"] == 0.8
+
+
+def test_a_loss_override_the_objective_does_not_read_is_an_error():
+    with pytest.raises(ConfigError, match=r"'experiments.ours.losses.contrastive'.*pre-training"):
+        validate_config({"experiments": {"ours": {"pretraining": "clip", "losses": {"contrastive": {"neg_weight": 0}}}},
+                         "reports": {"table1": ["ours"], "limited_annotations": []}}, SCHEMA_PATH)
 
 
 def test_positives_only_is_the_language_pretraining_without_negatives():

@@ -167,6 +167,11 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
         raise ConfigError(f"config key '{section}.{name}' is missing; defined: {', '.join(entries) or 'none'}")
     entry, layout = entries[name], Layout.of(config)
     objective = objective_class(entry[OBJECTIVE_KEY[kind]], kind, f"{section}.{name}.{OBJECTIVE_KEY[kind]}")
+    unread = sorted(set(entry["losses"]) - {key.partition(".")[2] for key in objective.reads if key.startswith("losses.")})
+    if unread:
+        raise ConfigError(f"config key '{section}.{name}.losses.{unread[0]}': the run's objective "
+                          f"{objective.name!r} does not read losses.{unread[0]}; set it on the run that does "
+                          f"(e.g. its pre-training) or remove it")
     train = _effective(config["train"], entry["train"], TRAIN_IDENTITY)
     train.update(_effective(config["train"], entry["train"], SCHEDULES[train["scheduler"]].reads))
     ratio = entry["annotation_ratio"]

@@ -12,6 +12,11 @@ localrules:
     run_spec,
 
 
+# torch's compute threads per training process: one per loader worker, so a job keeps to the cores it claims
+# (`threads`) and `--cores N` runs N / threads jobs at once (bench/training_jobs.sh: two 1-thread jobs on 2 cores
+# train 1.55x faster than one 2-thread job)
+COMPUTE_THREADS = max(1, config["train"]["workers"])
+
 # one DDP process per GPU when there are several (lgseg.train.distributed)
 LAUNCHER = (
     f"torchrun --standalone --nproc-per-node {config['train']['gpus']}"
@@ -52,8 +57,10 @@ rule pretrain:
         gpu=config["train"]["gpus"],  # the SLURM executor requests --gpus=N
     params:
         launcher=LAUNCHER,
+        compute_threads=COMPUTE_THREADS,
     shell:
-        "{params.launcher} -m lgseg train --spec {input.spec} --summary {output} 2> {log}"
+        "OMP_NUM_THREADS={params.compute_threads} {params.launcher} -m lgseg train --spec {input.spec} "
+        "--summary {output} 2> {log}"
 
 
 rule train:
@@ -72,8 +79,10 @@ rule train:
         gpu=config["train"]["gpus"],  # the SLURM executor requests --gpus=N
     params:
         launcher=LAUNCHER,
+        compute_threads=COMPUTE_THREADS,
     shell:
-        "{params.launcher} -m lgseg train --spec {input.spec} --summary {output} 2> {log}"
+        "OMP_NUM_THREADS={params.compute_threads} {params.launcher} -m lgseg train --spec {input.spec} "
+        "--summary {output} 2> {log}"
 
 
 rule evaluate:
@@ -87,4 +96,5 @@ rule evaluate:
     conda:
         TRAIN_ENV
     shell:
-        "python -m lgseg evaluate --spec {input.spec} --split val --out {output} 2> {log}"
+        "OMP_NUM_THREADS={threads} python -m lgseg evaluate --spec {input.spec} --split val --out {output} "
+        "2> {log}"

@@ -114,7 +114,8 @@ def _run_dir(job: Job) -> str:
 
 def _spec_code(job: Job, config: dict, g: dict) -> list[str]:
     """What a run specification is computed from (the Snakefile resolves it when it builds the DAG)."""
-    return ["src/lgseg/runs.py", "src/lgseg/paths.py", "src/lgseg/train/objectives.py", "src/lgseg/config.py",
+    return ["src/lgseg/runs.py", "src/lgseg/paths.py", "src/lgseg/train/objectives.py",
+            "src/lgseg/train/schedules.py", "src/lgseg/config.py",
             "workflow/schemas/config.schema.yaml", "workflow/rules/common.smk"]
 
 

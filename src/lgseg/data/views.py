@@ -28,13 +28,16 @@ def crop(coord: np.ndarray, fraction: float, rng: np.random.Generator) -> np.nda
 def view_pairs(kept: tuple[np.ndarray, np.ndarray], first: tuple[np.ndarray, np.ndarray],
                inverse: tuple[np.ndarray, np.ndarray], num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
     """(pairs P x 2 of voxel rows (view 0, view 1), the scene vertex of each pair P): for every voxel of view 0
-    whose kept vertex lies in view 1, the voxel of view 1 holding that vertex."""
+    whose kept vertex lies in view 1, the voxel of view 1 holding that vertex; a voxel of view 1 reached from
+    several voxels of view 0 is kept in its first pair only, so no key is both a query's positive and negative."""
     vertex = kept[0][first[0]]
     position = np.full(num_vertices, -1, dtype=np.int64)
     position[kept[1]] = np.arange(len(kept[1]))
     in_both = np.flatnonzero(position[vertex] >= 0)
     pairs = np.stack([in_both, inverse[1][position[vertex[in_both]]]], axis=1)
-    return pairs, vertex[in_both]
+    _, once = np.unique(pairs[:, 1], return_index=True)
+    once.sort()
+    return pairs[once], vertex[in_both][once]
 
 
 class ViewPairs(Dataset):
@@ -46,6 +49,11 @@ class ViewPairs(Dataset):
 
     def __len__(self) -> int:
         return len(self.scenes)
+
+    @property
+    def num_vertices(self) -> list[int]:
+        """Points per item (both views), for the batch sampler's point budget."""
+        return [2 * max(1, int(round(self.fraction * n))) for n in self.scenes.num_vertices]
 
     def __getitem__(self, index: int) -> dict:
         scene_id, coord, color, _, rng = self.scenes.scene(index)

@@ -157,7 +157,7 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
     model = distributed.parallel(net, device)
     optimizer = torch.optim.SGD(net.parameters(), lr=train_cfg["lr"], momentum=train_cfg["momentum"],
                                 dampening=train_cfg["dampening"], weight_decay=train_cfg["weight_decay"])
-    sampler = PointBudgetBatchSampler(train_set.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
+    sampler = PointBudgetBatchSampler(train_items.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
                                       shuffle=True, seed=train_cfg["seed"])
     scheduler = SCHEDULES[train_cfg["scheduler"]].build(optimizer, train_cfg,
                                                         len(distributed.shard_batches(list(sampler))))

@@ -20,7 +20,8 @@ def _multistep(optimizer, train: dict, steps_per_epoch: int):
 
 
 def _exponential(optimizer, train: dict, steps_per_epoch: int):
-    """lr x gamma per `decay_steps` optimiser steps (CSC's ExpLR), applied at the end of each epoch."""
+    """lr x gamma per `decay_steps` optimiser steps (CSC's ExpLR), applied at the end of each epoch with the
+    number of steps of the first epoch's batching (later epochs may pack a few more or fewer batches)."""
     import torch
 
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, train["gamma"] ** (steps_per_epoch / train["decay_steps"]))
