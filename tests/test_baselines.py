@@ -161,6 +161,20 @@ def test_point_info_nce_equals_a_hand_computation():
     assert partition0[2] == 0.0
 
 
+@pytest.mark.parametrize("form", [4, 8])
+def test_point_info_nce_equals_csc_masked_cross_entropies(form):
+    """A second method, CSC's own: one cross-entropy per partition with every other key masked out."""
+    generator = torch.Generator().manual_seed(form)
+    query, key = (torch.nn.functional.normalize(torch.randn(200, 16, generator=generator), dim=1) for _ in range(2))
+    partitions = baseline_losses.shape_context_partitions(torch.rand(200, 3, generator=generator) * 2, 0.05, 0.5, form)
+    logits = query @ key.T / 0.4
+    masked = sum(torch.nn.functional.cross_entropy(
+        logits.masked_fill(~((partitions == p) | torch.eye(200, dtype=torch.bool)), -1e9), torch.arange(200))
+        for p in range(form)) / form
+    assert baseline_losses.point_info_nce(query, key, partitions, form, 0.4).item() == pytest.approx(masked.item(),
+                                                                                                     rel=1e-5)
+
+
 def test_view_pairs_by_hand():
     # scene of 6 vertices; view 0 keeps 0 1 2 4, view 1 keeps 1 2 3 4 5
     kept = (np.array([0, 1, 2, 4]), np.array([1, 2, 3, 4, 5]))
