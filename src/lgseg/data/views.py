@@ -17,12 +17,16 @@ from lgseg.data.dataset import SceneDataset, collate
 from lgseg.scannet.labels import IGNORE_INDEX
 
 
+def crop_size(num_points: int, fraction: float) -> int:
+    """Points a crop of `fraction` keeps (at least one)."""
+    return max(1, int(round(fraction * num_points)))
+
+
 def crop(coord: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Indices of the `fraction` of the points lowest along a random horizontal direction, in ascending order."""
     angle = rng.uniform(0.0, 2.0 * np.pi)
     along = coord[:, 0] * np.cos(angle) + coord[:, 1] * np.sin(angle)
-    keep = max(1, int(round(fraction * len(coord))))
-    return np.sort(np.argsort(along, kind="stable")[:keep])
+    return np.sort(np.argsort(along, kind="stable")[:crop_size(len(coord), fraction)])
 
 
 def view_pairs(kept: tuple[np.ndarray, np.ndarray], first: tuple[np.ndarray, np.ndarray],
@@ -53,7 +57,7 @@ class ViewPairs(Dataset):
     @property
     def num_vertices(self) -> list[int]:
         """Points per item (both views), for the batch sampler's point budget."""
-        return [2 * max(1, int(round(self.fraction * n))) for n in self.scenes.num_vertices]
+        return [2 * crop_size(n, self.fraction) for n in self.scenes.num_vertices]
 
     def __getitem__(self, index: int) -> dict:
         scene_id, coord, color, _, rng = self.scenes.scene(index)
