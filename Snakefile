@@ -33,6 +33,7 @@ rule all:
     default_target: True
     input:
         str(LAYOUT.result("table1.csv")),
+        [str(LAYOUT.result("table2.csv"))] if REPORTS["table2"] else [],
         str(LAYOUT.figure("fig4_class_distribution.png")),
         str(LAYOUT.figure(f"text_anchors_{TEXT['encoder']}.png")),
         str(LAYOUT.class_stats),

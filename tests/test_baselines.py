@@ -8,14 +8,14 @@ import pytest
 import torch
 from scipy import stats
 
-from conftest import REPO, layout, processed_demo_store
+from conftest import REPO, processed_demo_store
 from lgseg.config import SCHEMA_PATH, load_config, validate_config
 from lgseg.data.dataset import SceneDataset
 from lgseg.data.views import ViewPairs, collate_view_pairs, crop, view_pairs
 from lgseg.errors import ConfigError
 from lgseg.paths import split_list
 from lgseg.runs import identity_changes, resolve_run
-from lgseg.scannet.demo import DemoSettings, demo_scene_ids
+from lgseg.scannet.demo import DemoSettings
 from lgseg.scannet.splits import read_scene_list
 from lgseg.train import baseline_losses
 from lgseg.train.engine import build_model
@@ -201,7 +201,7 @@ def _scenes(store, augmentations=None, split="train"):
 def test_the_two_views_overlap_partly_and_their_correspondences_are_exact(store):
     views = ViewPairs(_scenes(store), 0.6)  # no augmentation: voxel coordinates are floor(x / 0.1) - their minimum
     for index in range(len(views)):
-        scene_id, coord, _, _, rng = views.scenes.scene(index)
+        scene_id, coord, _, _, _, rng = views.scenes.scene(index)
         item = views[index]
         pairs, where = item["pairs"].numpy(), item["pair_coord"].numpy()
         fraction = [len(v["inverse"]) / len(coord) for v in item["views"]]
@@ -270,7 +270,7 @@ def test_only_the_schedules_own_keys_are_identity():
 def test_a_loss_override_the_objective_does_not_read_is_an_error():
     with pytest.raises(ConfigError, match=r"'experiments.ours.losses.contrastive'.*pre-training"):
         validate_config({"experiments": {"ours": {"pretraining": "clip", "losses": {"contrastive": {"neg_weight": 0}}}},
-                         "reports": {"table1": ["ours"], "limited_annotations": []}}, SCHEMA_PATH)
+                         "reports": {"table1": ["ours"], "limited_annotations": [], "table2": []}}, SCHEMA_PATH)
 
 
 def test_positives_only_is_the_language_pretraining_without_negatives():

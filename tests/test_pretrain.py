@@ -52,7 +52,7 @@ def _config(root, lr=0.05):
         "pretraining": {"lang": {"train": {"epochs": 4}}},
         "experiments": {"ours": {"label": "Ours", "pretraining": "lang", "loss": "focal",
                                  "instance_sampling": True}},
-        "reports": {"table1": ["ours"], "limited_annotations": []}}))
+        "reports": {"table1": ["ours"], "limited_annotations": [], "table2": []}}))
     return load_config([path])
 
 

@@ -17,6 +17,7 @@ from lgseg.data.annotation_masks import write_annotation_masks
 from lgseg.data.class_stats import class_statistics, write_class_statistics
 from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
 from lgseg.data.store import scene_folders
+from lgseg.evaluate.tasks import TASKS
 from lgseg.paths import SUMMARY
 from lgseg.runs import RunSpec, resolve_run, run_names
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
@@ -141,10 +142,12 @@ def test_identity_is_what_the_objective_reads(store, shipped):
                                       "init", "processes", *cls.reads}
         settings = _Recording(spec.settings)
         objective = cls(settings, {need: Path(spec.files[need]) for need in cls.needs}, torch.device("cpu"))
-        outputs = {"features": torch.randn(30, objective.model_args(None)["feature_dim"] or 200)}
+        outputs = {"features": torch.randn(30, objective.model_args(None)["feature_dim"] or 200),
+                   "offsets": torch.randn(30, 3)}
         objective.start_epoch(0, 0)
         batch = {"labels": torch.randint(-1, 200, (30,)),  # CSC's view pairs: rows 0-14 matched to 15-29
-                 "pairs": [torch.stack([torch.arange(15), torch.arange(15, 30)], 1)], "pair_coord": [torch.rand(15, 3)]}
+                 "pairs": [torch.stack([torch.arange(15), torch.arange(15, 30)], 1)], "pair_coord": [torch.rand(15, 3)],
+                 "instance": torch.randint(-1, 4, (30,)), "offsets": torch.randn(30, 3)}  # instance targets
         objective.loss(outputs, batch)
         assert settings.read == set(cls.reads), (name, settings.read)
 
@@ -170,7 +173,7 @@ def _perturbed(config, dotted, value):
     ("experiments.ours.train", {"lr": 0.2}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
     ("experiments.ours.label", "Renamed", False), ("train.workers", 7, False), ("train.val_every", 5, False),
     ("train.checkpoint_every", 3, False), ("annotation.ratios", [0.05, 0.1, 0.2, 0.5, 1.0], False),
-    ("reports.limited_annotations", ["scratch"], False),
+    ("reports.limited_annotations", ["scratch"], False), ("instance_clustering.radius", 2.0, False),
     ("annotation.min_points", 9, False), ("model.backend", "minkowski", False), ("reports.table1", ["ours"], False),
     ("scannet.download.workers", 9, False), ("text.template", "a {}", False),
 ])
@@ -197,7 +200,8 @@ def test_every_registered_objective_declares_its_needs_and_stage():
         assert cls.name == name and cls.stage in ("pretraining", "experiment")
         assert set(cls.needs) <= {"anchors", "class_stats"}
         assert all(key.startswith("losses.") for key in cls.reads)
-    assert sorted(OBJECTIVES) == ["cross_entropy", "csc", "focal", "language", "supcon"]
+        assert cls.task in TASKS and (cls.task == "instance") == cls.instance_targets
+    assert sorted(OBJECTIVES) == ["cross_entropy", "csc", "focal", "instance", "instance_focal", "language", "supcon"]
 
 
 @pytest.mark.parametrize("settings, env", [({}, "envs/core.yaml"), ({"train": {"gpus": 2}}, "envs/cuda.yaml"),

@@ -43,17 +43,19 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert int(counts["preprocess"]) == 31  # 1513 scenes / 50 per shard, not one job per scene
     assert int(counts["annotation_masks"]) == 3 and int(counts["check_raw"]) == 1
-    # Table 1 (3 pre-trainings, 7 fine-tunings) and the study's runs at 5, 10, 50 % (3 language pre-trainings, CSC's
-    # shared; 3 rows x 3 fine-tunings; 100 % are Table 1's); the positives-only pre-training is no artifact's yet
-    assert int(counts["pretrain"]) == 6 and int(counts["train"]) == 16 and int(counts["instance_bank"]) == 4
-    assert int(counts["run_spec"]) == 22 and int(counts["fig5"]) == 1
+    # Table 1 (3 pre-trainings, 7 fine-tunings), the study's runs at 5, 10, 50 % (3 language pre-trainings, CSC's
+    # shared; 3 rows x 3 fine-tunings; 100 % are Table 1's) and Table 2's 4 instance fine-tunings; the
+    # positives-only pre-training is no artifact's yet
+    assert int(counts["pretrain"]) == 6 and int(counts["train"]) == 20 and int(counts["instance_bank"]) == 4
+    assert int(counts["run_spec"]) == 26 and int(counts["fig5"]) == 1 and int(counts["table2"]) == 1
 
 
 TINY = {"demo": {"seed": 1, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
                  "objects_per_room": [6, 10]},
         "preprocess": {"scenes_per_shard": 3, "workers": 1},
         "annotation": {"ratios": [0.5, 1.0]},  # the study: scratch and ours at 50 % (and Table 1's runs)
-        "train": {"voxel_size": 0.3, "epochs": 2, "milestones": [1], "workers": 0}}
+        "train": {"voxel_size": 0.3, "epochs": 2, "milestones": [1], "workers": 0},
+        "instance_clustering": {"min_points": 1, "min_proposal_points": 1}}  # 30 cm voxels: few per object
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +211,36 @@ def test_benchmark_files_of_the_demo_run_score_like_metrics_json(demo_run, tmp_p
         assert benchmark[name] == pytest.approx(official[name]["iou"], abs=1e-12)
 
 
+def test_demo_run_writes_table2_and_instance_benchmark_files_score_like_metrics_json(demo_run, tmp_path):
+    work, settings, _ = demo_run
+    table = pd.read_csv(work / "results" / "table2.csv")
+    assert list(zip(table["method"], table["protocol"]))[:4] == [
+        ("Scratch", "official"), ("CSC (scene views)", "official"), ("CLIP only", "official"), ("Ours", "official")]
+    assert table[["precision", "miou", "map50", "ap", "ap25"]].notna().all(axis=None)
+    assert "27.91" in (work / "results" / "table2.md").read_text()  # the paper's CLIP only mAP@0.5 beside ours
+    metrics = json.loads((work / "runs" / "demo" / "instance_scratch" / "metrics.json").read_text())
+    official = metrics["instance"]["official"]
+    assert official["num_predictions"] > 0 and metrics["instance"]["clustering"]["min_points"] == 1
+    assert table.loc[0, "map50"] == round(100 * official["ap50"], 2)
+    state = torch.load(work / "runs" / "demo" / "instance_ours" / "best.pt", weights_only=False)
+    assert state["model_args"] == {"num_classes": 200, "feature_dim": 384, "offset_head": True}
+    spec = work / "runs" / "demo" / "specs" / "experiment.instance_scratch.json"
+    commands = [["export-benchmark", "--task", "instance", "--spec", str(spec), "--split", "val", "--out",
+                 str(tmp_path / "pred")],
+                ["benchmark-ground-truth", "--task", "instance", "--processed", "data/processed/demo", "--split", "val",
+                 "--out", str(tmp_path / "gt")],
+                ["evaluate-benchmark", "--task", "instance", "--pred", str(tmp_path / "pred"), "--gt",
+                 str(tmp_path / "gt"), "--out", str(tmp_path / "bench.json")]]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "lgseg", *command], cwd=work, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    benchmark = json.loads((tmp_path / "bench.json").read_text())
+    assert benchmark["num_predictions"] == official["num_predictions"]
+    for key in ("ap", "ap50", "ap25"):  # files written and read back, scored again: the same AP
+        assert benchmark[key] == pytest.approx(official[key], abs=1e-12)
+
+
 # ------------------------------------------------------------------- re-runs follow the run identity (Snakemake)
 
 
@@ -285,7 +317,7 @@ def test_changed_raw_label_trains_afresh(rerun):
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "check_raw")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs["train"] == 10 and jobs["pretrain"] == 4
+    assert jobs["train"] == 14 and jobs["pretrain"] == 4  # Table 1's 7, the study's 3 at 50 %, Table 2's 4
     log = (work / "logs" / "demo" / "train_scratch.log").read_text()
     assert "another identity (changed: content.train_scenes)" in log and "resuming" not in log
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
@@ -296,7 +328,7 @@ def test_finished_run_with_same_identity_trains_nothing(rerun):
     work, run = rerun
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "train")
-    assert result.returncode == 0 and jobs["train"] == 10, result.stderr[-3000:]
+    assert result.returncode == 0 and jobs["train"] == 14, result.stderr[-3000:]
     assert "nothing to train" in (work / "logs" / "demo" / "train_scratch.log").read_text()
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     assert after["summary"] == before["summary"]

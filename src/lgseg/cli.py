@@ -158,8 +158,8 @@ def _train(args) -> None:
         write_json(args.summary, summary)
 
 
-def _run_model(args, split: str):
-    """The run, its best model and a dataset of `split` (no augmentation)."""
+def _run_model(args, split: str, instance_targets: bool = False):
+    """The run, its best model and a dataset of `split` (no augmentation; with instance targets if asked)."""
     from lgseg.paths import BEST
     from lgseg.train.checkpoint import load_checkpoint
     from lgseg.train.engine import build_model, device_for_training, split_dataset
@@ -178,43 +178,82 @@ def _run_model(args, split: str):
     except RuntimeError as err:  # one of ours of another variant
         raise DataError(path, f"does not fit {variant}: {' '.join(str(err).split())[:300]}",
                         "evaluate it with the model.variant it was trained with") from None
-    return spec, model.to(device), split_dataset(spec, split), device
+    return spec, model.to(device), split_dataset(spec, split, instance_targets=instance_targets), device
 
 
 def _evaluate(args) -> None:
-    from lgseg.evaluate.inference import confusions
-    from lgseg.evaluate.semantic import write_metrics
+    from lgseg.evaluate.tasks import TASKS
+    from lgseg.fileio import write_json
+    from lgseg.train.objectives import OBJECTIVES
 
-    spec, model, dataset, device = _run_model(args, args.split)
-    vertex, voxel = confusions(model, dataset, device, spec.options["workers"], desc=f"evaluate {args.split}")
-    write_metrics(args.out, vertex, voxel, info={"run": spec.key, "run_dir": str(args.run_dir or spec.run_dir),
-                                                  "split": args.split})
+    task = OBJECTIVES[_run_spec(args).objective].task
+    spec, model, dataset, device = _run_model(args, args.split, instance_targets=task == "instance")
+    metrics = TASKS[task](model, dataset, device, spec.options["workers"], spec.options,
+                          desc=f"evaluate {args.split}")
+    write_json(args.out, {"info": {"run": spec.key, "run_dir": str(args.run_dir or spec.run_dir), "split": args.split,
+                                   "task": task}, **metrics})
 
 
 def _export_benchmark(args) -> None:
-    from lgseg.evaluate.benchmark_format import export_predictions
-    from lgseg.evaluate.inference import predict_scenes
+    from lgseg.evaluate import benchmark_format
+    from lgseg.evaluate.clustering import ClusteringSettings
+    from lgseg.evaluate.inference import scene_outputs, semantic_predictions
+    from lgseg.evaluate.tasks import scene_proposals, vertex_members
 
-    spec, model, dataset, device = _run_model(args, args.split)
-    for scene_id, _, _, _, vertex_pred in predict_scenes(model, dataset, device, spec.options["workers"],
-                                                         desc="export"):
-        export_predictions(args.out, scene_id, vertex_pred)
+    spec, model, dataset, device = _run_model(args, args.split, instance_targets=False)
+    if args.task == "instance" and not model.offset:
+        raise DataError(args.checkpoint or spec.run_dir, "has no offset head: it is a semantic segmentation run",
+                        "export instances of an instance run (an experiment with loss instance or instance_focal)")
+    for batch, outputs in scene_outputs(model, dataset, device, spec.options["workers"], desc="export"):
+        scene_id = batch["scene_ids"][0]
+        if args.task == "semantic":
+            benchmark_format.export_predictions(args.out, scene_id, semantic_predictions(batch, outputs["features"])[4])
+            continue
+        settings = ClusteringSettings.of(spec.options["evaluation"]["instance_clustering"])
+        proposals = scene_proposals(batch, outputs, dataset.voxel_size, settings)
+        members = vertex_members(proposals, batch["inverse"][0].numpy(), batch["voxel_counts"][0])
+        benchmark_format.export_instance_predictions(
+            args.out, scene_id, [(v, p.class_index, p.score) for p, v in zip(proposals, members)],
+            len(batch["inverse"][0]))
 
 
 def _evaluate_benchmark(args) -> None:
-    from lgseg.evaluate.benchmark_format import evaluate_benchmark, format_benchmark_result, write_benchmark_result
+    from lgseg.evaluate import benchmark_format
+    from lgseg.fileio import write_json
 
-    result = evaluate_benchmark(args.pred, args.gt)
-    print(format_benchmark_result(result))
+    if args.task == "semantic":
+        result = benchmark_format.evaluate_benchmark(args.pred, args.gt)
+        print(benchmark_format.format_benchmark_result(result))
+    else:
+        result = benchmark_format.evaluate_instance_benchmark(args.pred, args.gt)
+        print(benchmark_format.format_instance_result(result))
     if args.out:
-        write_benchmark_result(args.out, result)
+        write_json(args.out, result)
 
 
-def _table1(args) -> None:
-    from lgseg.report.tables import write_table1
+def _benchmark_ground_truth(args) -> None:
+    from lgseg.evaluate import benchmark_format
+    from lgseg.data.store import read_scene, scene_folders
+    from lgseg.paths import split_list
+    from lgseg.scannet.splits import read_scene_list
+
+    folders = scene_folders(args.processed, args.split, read_scene_list(split_list(args.processed, args.split)))
+    for folder in folders:
+        arrays = read_scene(folder)
+        if "segment" not in arrays:
+            raise DataError(folder, "has no labels", "write ground truth of a labelled split (train or val)")
+        if args.task == "semantic":
+            benchmark_format.export_ground_truth(args.out, folder.name, arrays["segment"])
+        else:
+            benchmark_format.export_instance_ground_truth(args.out, folder.name, arrays["segment"], arrays["instance"])
+    print(f"wrote {args.task} ground truth of {len(folders)} {args.split} scenes to {args.out}")
+
+
+def _table(args) -> None:
+    from lgseg.report import tables
 
     runs = dict(item.split("=", 1) for item in args.runs)
-    write_table1(runs, args.out, args.markdown, args.dataset)
+    getattr(tables, f"write_{args.command}")(runs, args.out, args.markdown, args.dataset)
 
 
 def _limited_annotations(args) -> None:
@@ -337,28 +376,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", help="JSON written when training has finished")
     p.set_defaults(run=_train)
 
-    for name, helptext in (("evaluate", "semantic metrics of a run's best checkpoint (both protocols)"),
-                           ("export-benchmark", "write ScanNet200 benchmark files (<scene>.txt, raw id per vertex)")):
+    for name, helptext in (("evaluate", "metrics of a run's best checkpoint (both protocols; an instance run: "
+                                        "also AP of its clustered instances)"),
+                           ("export-benchmark", "write ScanNet200 benchmark files (semantic: <scene>.txt, raw id per "
+                                                "vertex; instance: <scene>.txt + pred_mask/)")):
         p = commands.add_parser(name, help=helptext)
         _add_run_arguments(p, pretraining=False)
         p.add_argument("--split", default="val" if name == "evaluate" else "test")
         p.add_argument("--out", required=True, help="metrics.json" if name == "evaluate" else "output folder")
         p.add_argument("--checkpoint", metavar="FILE", help="use this checkpoint instead of the run's best.pt: one "
                        "of ours, or the authors' (LGS .ckpt, CSC .pth) of the run's model.variant")
+        if name == "export-benchmark":
+            p.add_argument("--task", choices=["semantic", "instance"], default="semantic",
+                           help="instance: needs an instance run (loss instance / instance_focal)")
         p.set_defaults(run=_evaluate if name == "evaluate" else _export_benchmark)
 
-    p = commands.add_parser("evaluate-benchmark", help="evaluate benchmark files as ScanNet's official script does")
-    p.add_argument("--pred", required=True, help="folder of predicted <scene>.txt")
-    p.add_argument("--gt", required=True, help="folder of ground-truth <scene>.txt (raw ids, 0 = unannotated)")
+    p = commands.add_parser("evaluate-benchmark", help="evaluate benchmark files as ScanNet's official scripts do")
+    p.add_argument("--task", choices=["semantic", "instance"], default="semantic")
+    p.add_argument("--pred", required=True, help="folder of predicted <scene>.txt (instance: and their pred_mask/)")
+    p.add_argument("--gt", required=True, help="folder of ground-truth <scene>.txt (semantic: raw ids, 0 = "
+                                               "unannotated; instance: raw id * 1000 + instance id)")
     p.add_argument("--out", help="JSON to write")
     p.set_defaults(run=_evaluate_benchmark)
 
-    p = commands.add_parser("table1", help="results/table1.csv and .md from runs' metrics.json")
-    p.add_argument("--runs", nargs="+", required=True, help="LABEL=path/to/metrics.json, one per method")
-    p.add_argument("--out", required=True, help="csv to write")
-    p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
-    p.add_argument("--dataset", required=True)
-    p.set_defaults(run=_table1)
+    p = commands.add_parser("benchmark-ground-truth", help="write benchmark-format ground truth of a labelled split "
+                                                           "from the processed store")
+    p.add_argument("--processed", required=True, help="processed store root (data/processed/<dataset>)")
+    p.add_argument("--split", default="val", choices=["train", "val"])
+    p.add_argument("--task", choices=["semantic", "instance"], default="semantic")
+    p.add_argument("--out", required=True, help="folder to write <scene>.txt into")
+    p.set_defaults(run=_benchmark_ground_truth)
+
+    for name, runs in (("table1", "runs'"), ("table2", "instance runs'")):
+        p = commands.add_parser(name, help=f"results/{name}.csv and .md from {runs} metrics.json")
+        p.add_argument("--runs", nargs="+", required=True, help="LABEL=path/to/metrics.json, one per method")
+        p.add_argument("--out", required=True, help="csv to write")
+        p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
+        p.add_argument("--dataset", required=True)
+        p.set_defaults(run=_table)
 
     p = commands.add_parser("limited-annotations",
                             help="results/limited_annotations.csv and .md from the study's metrics.json files")

@@ -102,7 +102,8 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 def _check_runs(config: dict) -> None:
     """Cross-references the schema cannot express: objectives, pre-trainings and report rows that exist, the
     CLIP file, the runs of the limited-annotation study."""
-    from lgseg.runs import SECTIONS, resolve_run, run_entries
+    from lgseg.runs import REPORT_TASKS, SECTIONS, resolve_run, run_entries
+    from lgseg.train.objectives import OBJECTIVES
 
     if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
         from lgseg.text.encoders import CLIP_CHECKPOINT_MISSING
@@ -124,3 +125,8 @@ def _check_runs(config: dict) -> None:
                 raise ConfigError(f"config key 'reports.{group}' names experiment {name!r}, which is not defined "
                                   f"(defined: {', '.join(config['experiments']) or 'none'}); list the experiments "
                                   f"{group} should show")
+            task = OBJECTIVES[config["experiments"][name]["loss"]].task
+            if task != REPORT_TASKS[group]:
+                raise ConfigError(f"config key 'reports.{group}' names experiment {name!r}, whose loss "
+                                  f"{config['experiments'][name]['loss']!r} is for {task} segmentation; {group} "
+                                  f"shows {REPORT_TASKS[group]} segmentation runs")

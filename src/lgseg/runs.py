@@ -36,6 +36,7 @@ TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
 MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
 SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
 STUDY = "limited_annotations"  # the report group whose experiments run at every annotation.ratios fraction
+REPORT_TASKS = {"table1": "semantic", STUDY: "semantic", "table2": "instance"}  # what each group's rows are
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,9 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
     groups = tuple(g for g, names in report_groups(config).items() if kind == FINETUNING and name in names)
     return RunSpec(kind=kind, name=name, objective=objective.name, settings=settings,
                    options={"backend": config["model"]["backend"],
-                            **_effective(config["train"], entry["train"], TRAIN_OPTIONS)}, files=files,
+                            **_effective(config["train"], entry["train"], TRAIN_OPTIONS),
+                            "evaluation": {key: _config_value(config, key) for key in objective.evaluation}},
+                   files=files,
                    processed=str(layout.processed),
                    run_dir=str(layout.run_dir(kind, name)), groups=groups)
 

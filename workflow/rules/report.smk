@@ -4,6 +4,7 @@
 localrules:
     figure_class_distribution,
     table1,
+    table2,
     limited_annotations,
     fig5,
 
@@ -27,6 +28,31 @@ rule table1:
         dataset=DATASET,
     shell:
         "python -m lgseg table1 --runs {params.runs} --out {output.csv} --markdown {output.markdown}"
+        " --dataset {params.dataset} 2> {log}"
+
+
+rule table2:
+    input:
+        [run_path("experiment", name, METRICS) for name in REPORTS["table2"]],
+    output:
+        csv=report(
+            str(LAYOUT.result("table2.csv")),
+            caption="../report/table2.rst",
+            category="Results",
+        ),
+        markdown=str(LAYOUT.result("table2.md")),
+    log:
+        f"{LOGS}/table2.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        runs=" ".join(
+            f"{experiment_label(e)!r}={run_path('experiment', e, METRICS)}"
+            for e in REPORTS["table2"]
+        ),
+        dataset=DATASET,
+    shell:
+        "python -m lgseg table2 --runs {params.runs} --out {output.csv} --markdown {output.markdown}"
         " --dataset {params.dataset} 2> {log}"
 
 

@@ -33,7 +33,6 @@ import argparse
 import ast
 import sys
 import difflib
-import json
 import logging
 import os
 import re
@@ -131,6 +130,11 @@ def _evaluate_deps(job: Job, config: dict, g: dict) -> list[str]:
     return [split_dir(spec.processed, "val").as_posix()]  # + best.pt: every run's summary brings it
 
 
+def _table_params(config: dict, group: str) -> list[str]:
+    """A table's rule reads the dataset name, its report group and the labels of the group's runs."""
+    return ["dataset.name", f"reports.{group}"] + [f"experiments.{e}.label" for e in config["reports"][group]]
+
+
 # One entry per rule. A rule missing here stops the generator (it names the rule), so a new rule cannot be
 # left out silently. Keys mirror what the rule's params/shell read from `config` (threads and worker counts
 # are left out: they do not change outputs); keys that only move paths are structure (regenerate instead).
@@ -151,8 +155,8 @@ RULES: dict[str, RuleSpec] = {
     "pretrain": RuleSpec(persist=_run_state),
     "train": RuleSpec(persist=_run_state),
     "evaluate": RuleSpec(deps=_evaluate_deps),
-    "table1": RuleSpec(params=lambda j, c, g: ["dataset.name", "reports.table1"] +
-                       [f"experiments.{e}.label" for e in c["reports"]["table1"]]),
+    "table1": RuleSpec(params=lambda j, c, g: _table_params(c, "table1")),
+    "table2": RuleSpec(params=lambda j, c, g: _table_params(c, "table2")),
     "limited_annotations": RuleSpec(params=lambda j, c, g: ["dataset.name", "annotation.ratios",
                                                             "reports.limited_annotations"] +
                                     [f"experiments.{e}.label" for e in c["reports"]["limited_annotations"]]),

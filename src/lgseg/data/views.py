@@ -60,7 +60,7 @@ class ViewPairs(Dataset):
         return [2 * crop_size(n, self.fraction) for n in self.scenes.num_vertices]
 
     def __getitem__(self, index: int) -> dict:
-        scene_id, coord, color, _, rng = self.scenes.scene(index)
+        scene_id, coord, color, _, _, rng = self.scenes.scene(index)
         unlabelled = np.full(len(coord), IGNORE_INDEX, dtype=np.int64)
         kept, items, firsts = [], [], []
         for _ in range(2):

@@ -1,5 +1,11 @@
-"""ScanNet200 online-benchmark files (`<scene>.txt`, one raw category id per mesh vertex, in vertex order): export
-predictions, read such files, and evaluate a folder of them the way ScanNet's official semantic evaluator does."""
+"""ScanNet200 online-benchmark files: export predictions and ground truth, read such files, and evaluate a folder
+of them the way ScanNet's official evaluators do.
+
+* semantic task: `<scene>.txt`, one raw category id per mesh vertex, in vertex order;
+* instance task: `<scene>.txt` with one line `pred_mask/<scene>_<k>.txt <raw id> <confidence>` per predicted
+  instance, each mask file one 0/1 per mesh vertex; ground truth one integer per vertex, `raw id * 1000 +
+  instance id` (instance ids from 1, 0 = none; lgseg.evaluate.instance).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from lgseg.errors import DataError
+from lgseg.evaluate.instance import MIN_REGION_SIZE, InstanceEvaluator, encode_ground_truth
 from lgseg.evaluate.semantic import ConfusionAccumulator, class_counts, group_means, nan_to_none
-from lgseg.fileio import atomic_file, write_json
+from lgseg.fileio import atomic_file
 from lgseg.scannet.labels import FREQUENCY_GROUPS, IGNORE_INDEX, scannet200
 
 UNANNOTATED_ID = 0
-# The official evaluator writes its report into the prediction folder and skips a .txt of this name there.
+# The official evaluators write their report into the prediction folder and skip a .txt of this name there.
 OFFICIAL_REPORT_NAME = "semantic_label_evaluation.txt"
+OFFICIAL_INSTANCE_REPORT_NAME = "semantic_instance_evaluation.txt"
+MASK_FOLDER = "pred_mask"
 
 
 def export_predictions(out_dir: str | Path, scene_id: str, class_index_per_vertex) -> Path:
@@ -50,6 +59,95 @@ def export_ground_truth(out_dir: str | Path, scene_id: str, class_index_per_vert
     lookup = np.asarray((UNANNOTATED_ID,) + classes.class_ids, dtype=np.int64)
     _write_ids(path, lookup[index + 1])
     return path
+
+
+def export_instance_predictions(out_dir: str | Path, scene_id: str, instances, num_vertices: int) -> Path:
+    """Write `<out_dir>/<scene_id>.txt` and its mask files `<out_dir>/pred_mask/<scene_id>_<k>.txt` from
+    (vertex indices, class index 0..199, confidence) per predicted instance; the masks first, so a listed mask
+    file always exists."""
+    out_dir = Path(out_dir)
+    class_ids = scannet200().class_ids
+    lines = []
+    for k, (vertices, class_index, confidence) in enumerate(instances):
+        mask = np.zeros(num_vertices, dtype=np.int64)
+        mask[np.asarray(vertices, dtype=np.int64)] = 1
+        relative = f"{MASK_FOLDER}/{scene_id}_{k}.txt"
+        _write_ids(out_dir / relative, mask)
+        lines.append(f"{relative} {class_ids[class_index]} {confidence:.17g}\n")  # exact round trip
+    path = out_dir / f"{scene_id}.txt"
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(lines))
+    return path
+
+
+def export_instance_ground_truth(out_dir: str | Path, scene_id: str, class_index_per_vertex, instance_per_vertex
+                                 ) -> Path:
+    """Write instance ground truth `<out_dir>/<scene_id>.txt` (`raw id * 1000 + instance id` per vertex) from the
+    processed store's `segment.npy` and `instance.npy` (0-based, -1 = none)."""
+    path = Path(out_dir) / f"{scene_id}.txt"
+    labels = _class_index_array(path, class_index_per_vertex)
+    instance = _class_index_array(path, instance_per_vertex)
+    if labels.shape != instance.shape:
+        raise DataError(path, f"{labels.size} class indices but {instance.size} instance ids",
+                        "pass the segment and instance arrays of the same processed scene")
+    _write_ids(path, encode_ground_truth(labels, instance))
+    return path
+
+
+def read_instance_predictions(path: str | Path, pred_dir: str | Path, num_vertices: int) -> list[tuple]:
+    """(vertex indices, raw id, confidence) of every line of one instance prediction `<scene>.txt`; each mask file
+    must lie inside `pred_dir` and hold one integer per mesh vertex (non-zero = in the instance)."""
+    path, root = Path(path), Path(pred_dir).resolve()
+    instances = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        fix = "write lines '<relative mask path> <raw class id> <confidence>' (export-benchmark --task instance)"
+        if len(parts) != 3:
+            raise DataError(path, f"line {number}: expected 3 fields, got {len(parts)}", fix)
+        mask_path = (path.parent / parts[0]).resolve()
+        if Path(parts[0]).is_absolute() or root not in mask_path.parents:
+            raise DataError(path, f"line {number}: mask {parts[0]} is not a relative path inside {pred_dir}", fix)
+        try:
+            label, confidence = int(float(parts[1])), float(parts[2])
+        except ValueError:
+            raise DataError(path, f"line {number}: '{parts[1]} {parts[2]}' is not a class id and a confidence",
+                            fix) from None
+        mask = read_benchmark_file(mask_path, num_vertices)
+        instances.append((np.flatnonzero(mask != 0), label, confidence))
+    return instances
+
+
+def evaluate_instance_benchmark(pred_dir: str | Path, gt_dir: str | Path,
+                                min_region_size: int = MIN_REGION_SIZE["official"]) -> dict:
+    """Evaluate every ground-truth `<scene>.txt` in `gt_dir` against the instance predictions in `pred_dir`, as
+    ScanNet's official `evaluate_semantic_instance.py` does, with the 198 ScanNet200 instance classes
+    (lgseg.evaluate.instance): AP, AP50, AP25, per frequency group and per class."""
+    pred_dir = Path(pred_dir)
+    evaluator = InstanceEvaluator(min_region_size)
+    gt_files = _paired_files(pred_dir, Path(gt_dir), OFFICIAL_INSTANCE_REPORT_NAME)
+    for gt_file in gt_files:
+        gt_ids = read_benchmark_file(gt_file)
+        evaluator.add_scene(gt_ids, read_instance_predictions(pred_dir / gt_file.name, pred_dir, gt_ids.size))
+    return evaluator.results()
+
+
+def format_instance_result(result: dict) -> str:
+    """Per-class AP / AP50 / AP25 (classes with ground truth) and the means, as text to print."""
+
+    def number(value):
+        return "   nan" if value is None else f"{value:6.3f}"
+
+    lines = [f"{'class':<28s}{'AP':>7s}{'AP50':>7s}{'AP25':>7s}", "-" * 49]
+    lines += [f"{name:<28s} {number(v['ap'])} {number(v['ap50'])} {number(v['ap25'])}"
+              for name, v in result["per_class"].items() if v["ap"] is not None]
+    lines.append("-" * 49)
+    lines.append(f"AP {number(result['ap'])}, AP50 {number(result['ap50'])}, AP25 {number(result['ap25'])} over "
+                 f"{result['num_classes_in_mean']} classes ({result['num_scenes']} scenes, "
+                 f"{result['num_instances']} instances, {result['num_predictions']} predictions); AP by group: "
+                 + ", ".join(f"{g} {number(v['ap']).strip()}" for g, v in result["by_group"].items()))
+    return "\n".join(lines)
 
 
 def read_benchmark_file(path: str | Path, num_vertices: int | None = None) -> np.ndarray:
@@ -91,24 +189,8 @@ def evaluate_benchmark(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     mean. Head/common/tail means follow the same rule. Every ground-truth scene needs a prediction file of the same
     length, and, as in the official script, every prediction file a ground-truth file (all DataError otherwise).
     """
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    for folder, role in ((pred_dir, "prediction"), (gt_dir, "ground-truth")):
-        if not folder.is_dir():
-            raise DataError(folder, f"{role} folder not found", "pass the folder that holds the <scene>.txt files")
-    gt_files = sorted(p for p in gt_dir.glob("*.txt") if p.name != OFFICIAL_REPORT_NAME)
-    if not gt_files:
-        raise DataError(gt_dir, "no ground-truth <scene>.txt files", "pass the folder of ground-truth id files")
-    gt_names = {p.name for p in gt_files}
-    for pred_file in sorted(pred_dir.glob("*.txt")):
-        if pred_file.name != OFFICIAL_REPORT_NAME and pred_file.name not in gt_names:
-            raise DataError(pred_file, f"no ground truth {gt_dir / pred_file.name} for this prediction",
-                            "remove the file or add the scene's ground truth")
-    missing = [gt_file.stem for gt_file in gt_files if not (pred_dir / gt_file.name).is_file()]
-    if missing:
-        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DataError(pred_dir / f"{missing[0]}.txt", f"no prediction file for {len(missing)} of {len(gt_files)} "
-                                                        f"ground-truth scenes: {listed}",
-                        "export a prediction file for every scene of the ground truth")
+    pred_dir = Path(pred_dir)
+    gt_files = _paired_files(pred_dir, Path(gt_dir), OFFICIAL_REPORT_NAME)
     classes = scannet200()
     accumulator = ConfusionAccumulator(classes.num_classes)
     for gt_file in gt_files:
@@ -137,6 +219,29 @@ def evaluate_benchmark(pred_dir: str | Path, gt_dir: str | Path) -> dict:
     }
 
 
+def _paired_files(pred_dir: Path, gt_dir: Path, report_name: str) -> list[Path]:
+    """The ground-truth `<scene>.txt` files of `gt_dir`, each with a prediction of the same name in `pred_dir` and
+    no prediction without ground truth (DataError otherwise); `report_name` is skipped in both."""
+    for folder, role in ((pred_dir, "prediction"), (gt_dir, "ground-truth")):
+        if not folder.is_dir():
+            raise DataError(folder, f"{role} folder not found", "pass the folder that holds the <scene>.txt files")
+    gt_files = sorted(p for p in gt_dir.glob("*.txt") if p.name != report_name)
+    if not gt_files:
+        raise DataError(gt_dir, "no ground-truth <scene>.txt files", "pass the folder of ground-truth id files")
+    gt_names = {p.name for p in gt_files}
+    for pred_file in sorted(pred_dir.glob("*.txt")):
+        if pred_file.name != report_name and pred_file.name not in gt_names:
+            raise DataError(pred_file, f"no ground truth {gt_dir / pred_file.name} for this prediction",
+                            "remove the file or add the scene's ground truth")
+    missing = [gt_file.stem for gt_file in gt_files if not (pred_dir / gt_file.name).is_file()]
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(pred_dir / f"{missing[0]}.txt", f"no prediction file for {len(missing)} of {len(gt_files)} "
+                                                        f"ground-truth scenes: {listed}",
+                        "export a prediction file for every scene of the ground truth")
+    return gt_files
+
+
 def format_benchmark_result(result: dict) -> str:
     """The per-class IoU table and the means of `evaluate_benchmark`, as text to print."""
     lines = [f"{'class':<28s}{'id':>6s}  {'IoU':>6s}  {'tp':>10s} / {'tp+fp+fn':<10s}", "-" * 68]
@@ -154,11 +259,6 @@ def format_benchmark_result(result: dict) -> str:
                  f"({result['num_scenes']} scenes, {result['num_vertices']} vertices); "
                  + ", ".join(f"{g} {number(v)}" for g, v in result["mean_iou_by_group"].items()))
     return "\n".join(lines)
-
-
-def write_benchmark_result(path: str | Path, result: dict) -> None:
-    """Write the `evaluate_benchmark` result as JSON, atomically."""
-    write_json(path, result)
 
 
 def _class_index_array(path: Path, class_index_per_vertex) -> np.ndarray:

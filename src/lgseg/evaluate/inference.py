@@ -16,10 +16,23 @@ from lgseg.train import distributed
 
 
 def network_outputs(model: torch.nn.Module, backend, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """The network's outputs for a collated batch, one row per input voxel in the batch's order."""
+    """The network's outputs for a collated batch, one row per input voxel in the batch's order: "features" (and
+    the other heads' outputs of a network that returns several, e.g. "offsets")."""
     coords = batch["coords"].to(device)
     out = model(backend.input_tensor(coords, batch["features"].to(device)))
-    return {"features": backend.output_features(out, coords)}
+    heads = out if isinstance(out, dict) else {"features": out}
+    return {name: backend.output_features(tensor, coords) for name, tensor in heads.items()}
+
+
+def scene_outputs(model: torch.nn.Module, dataset: SceneDataset, device: torch.device, workers: int = 0,
+                  desc: str = "predict") -> Iterator[tuple[dict, dict]]:
+    """Yield (batch of one scene, the network's outputs) scene by scene, the model in eval mode."""
+    loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=workers)
+    model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, unit="scene", leave=False, disable=not distributed.is_main()):
+            yield batch, network_outputs(model, model.backend, batch, device)
+    model.train()
 
 
 def predict_scenes(model: torch.nn.Module, dataset: SceneDataset, device: torch.device, workers: int = 0,
@@ -28,17 +41,15 @@ def predict_scenes(model: torch.nn.Module, dataset: SceneDataset, device: torch.
 
     `scores` maps the network's outputs to class scores (default: the outputs are the class logits).
     """
-    backend = model.backend
-    loader = DataLoader(dataset, batch_size=1, collate_fn=collate, num_workers=workers)
-    model.eval()
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, unit="scene", leave=False, disable=not distributed.is_main()):
-            outputs = network_outputs(model, backend, batch, device)
-            voxel_pred = (scores(outputs) if scores is not None else outputs["features"]).argmax(1).cpu()
-            inverse = batch["inverse"][0]
-            yield (batch["scene_ids"][0], batch["labels"].numpy(), voxel_pred.numpy(),
-                   batch["vertex_labels"][0].numpy(), voxel_pred[inverse].numpy())
-    model.train()
+    for batch, outputs in scene_outputs(model, dataset, device, workers, desc):
+        yield semantic_predictions(batch, (scores(outputs) if scores is not None else outputs["features"]))
+
+
+def semantic_predictions(batch: dict, class_scores: torch.Tensor) -> tuple:
+    """(scene id, voxel labels, voxel predictions, vertex labels, vertex predictions) of a batch of one scene."""
+    voxel_pred = class_scores.argmax(1).cpu()
+    return (batch["scene_ids"][0], batch["labels"].numpy(), voxel_pred.numpy(), batch["vertex_labels"][0].numpy(),
+            voxel_pred[batch["inverse"][0]].numpy())
 
 
 def confusions(model, dataset, device, workers, desc="val", scores=None) -> tuple[np.ndarray, np.ndarray]:

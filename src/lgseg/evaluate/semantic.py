@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from lgseg.fileio import write_json
 from lgseg.scannet.labels import FREQUENCY_GROUPS, IGNORE_INDEX, scannet200
 
 NUM_CLASSES = 200
@@ -260,18 +258,6 @@ def semantic_metrics(vertex_confusion: np.ndarray, voxel_confusion: np.ndarray,
             "per_class": per_class,
         }
     return result
-
-
-def write_metrics(path: str | Path, vertex_confusion: np.ndarray, voxel_confusion: np.ndarray,
-                  class_names: Sequence[str] | None = None, frequency_group: Sequence[str] | None = None,
-                  info: Mapping | None = None) -> dict:
-    """Write `semantic_metrics(...)` (plus `info`, e.g. run name and split, under the key "info") atomically as
-    JSON to `path` (metrics.json) and return the dict."""
-    metrics = semantic_metrics(vertex_confusion, voxel_confusion, class_names, frequency_group)
-    if info is not None:
-        metrics = {"info": dict(info), **metrics}
-    write_json(path, metrics)
-    return metrics
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

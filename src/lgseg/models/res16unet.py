@@ -51,12 +51,17 @@ class Res16UNet(nn.Module):
     given (a linear 1x1x1 head on those features). A `feature_dim` other than the last plane adds a linear 1x1x1
     projection to that width (as the authors' `_Proj` variants); Res16UNet34D's 512 already equals CLIP's width.
     An `embedding_dim` adds a linear 1x1x1 head that the network returns instead (CSC's 32-d pre-training head;
-    a fine-tuning started from such a network has no `embedding_dim`, so the head is left out).
+    a fine-tuning started from such a network has no `embedding_dim`, so the head is left out). With
+    `offset_head` (instance segmentation) an offset head (1x1x1 C->C, batch norm, ReLU, 1x1x1 C->3) on the same
+    features predicts each voxel's vector to its instance centre, and the network returns
+    {"features": class logits, "offsets": offsets}.
     """
+
+    TASK_HEADS = ("final", "offset")  # heads a fine-tuning adds to a pre-trained network
 
     def __init__(self, backend, variant: str = "Res16UNet34D", in_channels: int = 3, feature_dim: int | None = None,
                  num_classes: int | None = None, conv1_kernel_size: int = 3, bn_momentum: float = 0.02,
-                 embedding_dim: int | None = None):
+                 embedding_dim: int | None = None, offset_head: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown model variant '{variant}'; choose one of {', '.join(VARIANTS)}")
@@ -92,11 +97,15 @@ class Res16UNet(nn.Module):
         self.final = backend.conv(self.feature_dim, num_classes, kernel_size=1, bias=True) if num_classes else None
         self.embedding = (backend.conv(self.feature_dim, embedding_dim, kernel_size=1, bias=True) if embedding_dim
                           else None)
+        self.offset = (nn.Sequential(backend.conv(self.feature_dim, self.feature_dim, kernel_size=1, bias=True),
+                                     norm(self.feature_dim), backend.relu(),
+                                     backend.conv(self.feature_dim, 3, kernel_size=1, bias=True))
+                       if offset_head else None)
         self._initialise()
 
     def _initialise(self):
         for name, parameter in self.named_parameters():
-            if name.endswith("kernel") and not name.startswith(("final", "projection", "embedding")):
+            if name.endswith("kernel") and not name.startswith(("final", "projection", "embedding", "offset")):
                 nn.init.kaiming_normal_(parameter, mode="fan_out", nonlinearity="relu")
         for module in self.modules():
             if isinstance(module, nn.BatchNorm1d):
@@ -116,4 +125,5 @@ class Res16UNet(nn.Module):
             out = self.projection(out)
         if self.embedding is not None:
             out = self.embedding(out)
-        return self.final(out) if self.final is not None else out
+        logits = self.final(out) if self.final is not None else out
+        return {"features": logits, "offsets": self.offset(out)} if self.offset is not None else logits

@@ -12,6 +12,7 @@ from pathlib import Path
 from lgseg.errors import DataError
 
 IGNORE_INDEX = -1
+NON_INSTANCE_CLASSES = ("wall", "floor")  # the instance task's classes are the other 198 (docs/method.md §8)
 FREQUENCY_GROUPS = ("head", "common", "tail")
 LABEL_TSV_NAME = "scannetv2-labels.combined.tsv"
 
@@ -36,6 +37,11 @@ class ScanNet200:
 
     def indices_of_group(self, group: str) -> list[int]:
         return [i for i, g in enumerate(self.frequency_group) if g == group]
+
+    @property
+    def instance_classes(self) -> tuple[int, ...]:
+        """Indices of the instance-segmentation classes: all but wall and floor."""
+        return tuple(i for i, name in enumerate(self.class_names) if name not in NON_INSTANCE_CLASSES)
 
 
 @lru_cache(maxsize=1)

@@ -41,10 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def build_model(backend: str, variant: str, seed: int, num_classes: int | None,
-                feature_dim: int | None = None, embedding_dim: int | None = None) -> Res16UNet:
+                feature_dim: int | None = None, embedding_dim: int | None = None,
+                offset_head: bool = False) -> Res16UNet:
     torch.manual_seed(seed)
     return Res16UNet(get_backend(backend), variant, feature_dim=feature_dim, num_classes=num_classes,
-                     embedding_dim=embedding_dim)
+                     embedding_dim=embedding_dim, offset_head=offset_head)
 
 
 def device_for_training() -> torch.device:
@@ -68,9 +69,10 @@ def make_datasets(spec: RunSpec) -> tuple[SceneDataset, SceneDataset]:
                                     max_tries=options["max_tries"], cell=options["cell"],
                                     min_coverage=options["min_coverage"], scale=tuple(options["scale"]))
     steps = train_cfg["augmentations"] if train_cfg["augmentations"] is not None else DEFAULT_STEPS
+    targets = OBJECTIVES[spec.objective].instance_targets
     train_set = split_dataset(spec, "train", augmentations=steps, annotated=annotated, seed=train_cfg["seed"],
-                              instance_sampling=sampling)
-    return train_set, split_dataset(spec, "val")
+                              instance_sampling=sampling, instance_targets=targets)
+    return train_set, split_dataset(spec, "val", instance_targets=targets)
 
 
 def _objective_files(spec: RunSpec) -> dict[str, Path]:
@@ -171,7 +173,7 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
         objective.load_state(state.get("objective", {}))
         log.info("resuming %s after epoch %d", run_dir / LAST, start_epoch)
     elif spec.init:
-        _initialise(net, spec, init_state, {"final"} if model_args["num_classes"] else set())
+        _initialise(net, spec, init_state, set(Res16UNet.TASK_HEADS) if model_args["num_classes"] else set())
     monitor = objective.monitor
     checkpoint = {"model_args": model_args, "identity": record, "identity_hash": ident}
     metrics_log = (Live(str(run_dir / LIVE), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=None) if main

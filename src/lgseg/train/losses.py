@@ -1,7 +1,9 @@
-"""The two losses of the paper: the language-contrastive pre-training loss and the class-balanced focal loss.
+"""The paper's losses: the language-contrastive pre-training loss, the class-balanced focal loss and the offset
+losses of instance segmentation.
 
-Both ignore points labelled `IGNORE_INDEX` (-1) and compute in float32, also under autocast.
-Formulas and reductions follow docs/method.md §2 (contrastive, as coded by the authors) and §3 (C-Focal).
+All ignore points labelled `IGNORE_INDEX` (-1) and compute in float32, also under autocast.
+Formulas and reductions follow docs/method.md §2 (contrastive, as coded by the authors), §3 (C-Focal) and §8
+(offsets).
 """
 
 from __future__ import annotations
@@ -207,3 +209,22 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return focal_loss(logits, labels, self.alpha, gamma=self.gamma)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Offset losses of instance segmentation (docs/method.md §8)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def offset_losses(predicted: torch.Tensor, target: torch.Tensor, instance: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean L1 distance, mean negative cosine) between predicted and true offsets [N, 3], both over the points
+    with an instance (`instance` >= 0; 0 when there is none): the authors' `offset_norm_loss` (sum over x, y, z of
+    the absolute differences) and `offset_dir_loss` (directions normalised with a 1e-8 guard)."""
+    valid = instance >= 0
+    count = max(int(valid.sum()), 1)
+    with _float32(predicted.device):
+        predicted, target = predicted[valid].float(), target[valid].float()
+        l1 = (predicted - target).abs().sum(1).sum() / count
+        direction = -(F.normalize(predicted, dim=1, eps=1e-8) * F.normalize(target, dim=1, eps=1e-8)).sum(1)
+        return l1, direction.sum() / count

@@ -3,8 +3,10 @@
 `OBJECTIVES` maps the names used in the config (`pretraining.<name>.method`, `experiments.<name>.loss`) to classes.
 Each class declares, as class attributes, the data products it needs (`needs`), the config keys whose values change
 its weights (`reads`, part of the run's identity), the network it trains (`model_args`), and whether its outputs
-become class scores (`monitor`: the validation metric that picks `best.pt`; None keeps the last checkpoint), and
-whether it learns from labels (`uses_labels`; a label-free pre-training is not repeated per annotation ratio). An
+become class scores (`monitor`: the validation metric that picks `best.pt`; None keeps the last checkpoint),
+whether it learns from labels (`uses_labels`; a label-free pre-training is not repeated per annotation ratio), and
+for fine-tunings the task it is evaluated on (`task`: "semantic" or "instance", whose items carry instance targets,
+`instance_targets`) with the config keys that evaluation reads (`evaluation`: not identity). An
 instance computes the loss over a batch from the network's outputs (both dicts) as a sum and the number it is
 averaged over, so DDP can take the global mean. It may make its own training items from the augmented scenes
 (`train_items`, `collate`; CSC's view pairs) and keep running state across steps (`observe`, `state`; SupCon's
@@ -35,6 +37,9 @@ class Objective(ABC):
     reads: ClassVar[tuple[str, ...]] = ()  # dotted config keys
     monitor: ClassVar[str | None] = "val/miou"
     uses_labels: ClassVar[bool] = True  # False: the limited-annotation study shares one run across ratios
+    task: ClassVar[str] = "semantic"  # what `evaluate` measures (lgseg.evaluate.tasks)
+    instance_targets: ClassVar[bool] = False  # items carry instances and offsets (SceneDataset)
+    evaluation: ClassVar[tuple[str, ...]] = ()  # dotted config keys the evaluation reads (options, not identity)
 
     def __init__(self, settings: dict, files: dict[str, Path], device):
         self.settings, self.files, self.device = settings, files, device
@@ -91,13 +96,17 @@ class CrossEntropy(_ClassHead):
 
     name = "cross_entropy"
 
-    def loss(self, outputs, batch):
+    def semantic_loss(self, logits, labels):
+        """Mean over the labelled voxels (0 when there is none)."""
         import torch
 
+        total = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=-1, reduction="sum")
+        return total / (labels >= 0).sum().clamp(min=1)
+
+    def loss(self, outputs, batch):
         labels = batch["labels"]
-        total = torch.nn.functional.cross_entropy(outputs["features"].float(), labels, ignore_index=-1,
-                                                  reduction="sum")
-        return total, (labels >= 0).sum()
+        labelled = (labels >= 0).sum()
+        return self.semantic_loss(outputs["features"], labels) * labelled, labelled
 
 
 class ClassBalancedFocal(_ClassHead):
@@ -118,12 +127,59 @@ class ClassBalancedFocal(_ClassHead):
         self.alpha = losses.alpha_from_class_stats(pd.read_csv(files["class_stats"]), formula=focal["alpha"],
                                                    normalization=focal["alpha_normalization"]).to(device)
 
-    def loss(self, outputs, batch):
+    def semantic_loss(self, logits, labels):
         from lgseg.train import losses
 
+        return losses.focal_loss(logits, labels, self.alpha, gamma=self.gamma)
+
+    def loss(self, outputs, batch):
         labels = batch["labels"]
         labelled = (labels >= 0).sum()
-        return losses.focal_loss(outputs["features"], labels, self.alpha, gamma=self.gamma) * labelled, labelled
+        return self.semantic_loss(outputs["features"], labels) * labelled, labelled
+
+
+class _InstanceHeads:
+    """Instance segmentation (Table 2, docs/method.md §8), mixed into a class-head objective whose `semantic_loss`
+    it keeps: a class head and an offset head on the same features; loss = semantic loss + mean L1 + mean negative
+    cosine of the offsets, the last two over voxels with an instance. Each process averages its own batch and DDP
+    averages the processes, as the authors' trainer. Evaluated by clustering (`instance_clustering`) and AP."""
+
+    task = "instance"
+    instance_targets = True
+    evaluation = ("instance_clustering",)
+
+    def model_args(self, init_args):
+        return {**super().model_args(init_args), "offset_head": True}
+
+    def loss(self, outputs, batch):
+        import torch
+
+        from lgseg.train import losses
+
+        l1, direction = losses.offset_losses(outputs["offsets"], batch["offsets"].to(self.device),
+                                             batch["instance"].to(self.device))
+        total = self.semantic_loss(outputs["features"], batch["labels"]) + l1 + direction
+        return total, torch.ones((), device=total.device)
+
+    def observe(self, outputs, batch, scores):
+        from lgseg.train import losses
+
+        instance = batch["instance"].to(self.device)
+        count = int((instance >= 0).sum())
+        l1, direction = losses.offset_losses(outputs["offsets"], batch["offsets"].to(self.device), instance)
+        return {"offset_l1": (float(l1) * count, count), "offset_direction": (float(direction) * count, count)}
+
+
+class InstanceSegmentation(_InstanceHeads, CrossEntropy):
+    """Instance segmentation with a cross-entropy class head (Scratch, CSC, CLIP only of Table 2)."""
+
+    name = "instance"
+
+
+class InstanceSegmentationFocal(_InstanceHeads, ClassBalancedFocal):
+    """Instance segmentation with the C-Focal class head (Ours of Table 2)."""
+
+    name = "instance_focal"
 
 
 class LanguageContrastive(Objective):
@@ -307,6 +363,7 @@ class ContrastiveSceneContexts(Objective):
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (CrossEntropy, ClassBalancedFocal,
+                                                                     InstanceSegmentation, InstanceSegmentationFocal,
                                                                      LanguageContrastive, SupCon,
                                                                      ContrastiveSceneContexts)}
 
