@@ -154,6 +154,8 @@ def test_benchmark_file_errors_name_the_file(tmp_path):
     (pred / "scene0000_00.txt").write_text(f"pred_mask/m.txt {CHAIR_ID}\n")
     with pytest.raises(DataError, match="line 1: expected 3 fields"):
         benchmark_format.evaluate_instance_benchmark(pred, tmp_path / "gt")
+    with pytest.raises(DataError, match="point index 120 outside the scene's 120 points"):
+        InstanceEvaluator(100).add_scene(np.zeros(120, dtype=int), [(np.arange(1, 121), CHAIR_ID, 1.0)])
 
 
 SETTINGS = ClusteringSettings(radius=1.5, min_points=5, min_proposal_points=8, score="mean")
@@ -209,7 +211,10 @@ def _same_partition(a, b) -> bool:
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
-@pytest.mark.parametrize("shape", ["cloud", "flat", "lattice", "crowded"])
+SHAPES = ["cloud", "flat", "lattice", "crowded", "piled", "large"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_radius_components_equal_those_of_every_pair_within_the_radius(shape):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -217,7 +222,7 @@ def test_radius_components_equal_those_of_every_pair_within_the_radius(shape):
 
     from lgseg.evaluate.clustering import radius_components
 
-    rng = np.random.default_rng(["cloud", "flat", "lattice", "crowded"].index(shape))
+    rng = np.random.default_rng(SHAPES.index(shape))
     points = rng.uniform(0, 25, (2000, 3))
     if shape == "flat":
         points = np.concatenate([points[:, :2] * 2.4, np.zeros((2000, 1))], 1)  # one plane: a degenerate triangulation
@@ -225,6 +230,10 @@ def test_radius_components_equal_those_of_every_pair_within_the_radius(shape):
         points = np.round(points)  # duplicates and exact ties
     elif shape == "crowded":  # shifted voxels piled at instance centres, plus a sparse rest
         points = np.concatenate([rng.normal(c, 0.7, (600, 3)) for c in rng.uniform(0, 25, (3, 3))] + [points[:200]])
+    elif shape == "piled":  # exact duplicates: several hundred voxels shifted onto one point each
+        points = np.concatenate([np.repeat(points[:3], 300, axis=0), points[:100]])
+    elif shape == "large":  # more points than int32 keys of point pairs can hold (n * n > 2**31)
+        points = rng.uniform(0, 100, (50_000, 3))
     pairs = cKDTree(points).query_pairs(1.5, output_type="ndarray")  # the plain radius graph, every pair
     n = len(points)
     _, expected = connected_components(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)),

@@ -237,6 +237,11 @@ def test_demo_run_writes_table2_and_instance_benchmark_files_score_like_metrics_
         assert done.returncode == 0, done.stderr[-2000:]
     benchmark = json.loads((tmp_path / "bench.json").read_text())
     assert benchmark["num_predictions"] == official["num_predictions"]
+    semantic_run = subprocess.run([sys.executable, "-m", "lgseg", "export-benchmark", "--task", "instance", "--spec",
+                                   str(work / "runs" / "demo" / "specs" / "experiment.scratch.json"), "--split", "val",
+                                   "--out", str(tmp_path / "none")], cwd=work, capture_output=True, text=True,
+                                  timeout=300)
+    assert semantic_run.returncode == 1 and "has no offset head" in semantic_run.stderr
     for key in ("ap", "ap50", "ap25"):  # files written and read back, scored again: the same AP
         assert benchmark[key] == pytest.approx(official[key], abs=1e-12)
 

@@ -181,6 +181,17 @@ def _run_model(args, split: str, instance_targets: bool = False):
     return spec, model.to(device), split_dataset(spec, split, instance_targets=instance_targets), device
 
 
+def _needs_offset_head(args, spec, model) -> None:
+    """Instances need a network with an offset head: one of our instance runs (the authors' checkpoints load as
+    semantic networks)."""
+    if model.offset is None:
+        from lgseg.paths import BEST
+
+        raise DataError(args.checkpoint or Path(args.run_dir or spec.run_dir) / BEST, "has no offset head, so it "
+                        "predicts no instances", "use the best.pt of an instance run (an experiment with loss "
+                        "instance or instance_focal)")
+
+
 def _evaluate(args) -> None:
     from lgseg.evaluate.tasks import TASKS
     from lgseg.fileio import write_json
@@ -188,6 +199,8 @@ def _evaluate(args) -> None:
 
     task = OBJECTIVES[_run_spec(args).objective].task
     spec, model, dataset, device = _run_model(args, args.split, instance_targets=task == "instance")
+    if task == "instance":
+        _needs_offset_head(args, spec, model)
     metrics = TASKS[task](model, dataset, device, spec.options["workers"], spec.options,
                           desc=f"evaluate {args.split}")
     write_json(args.out, {"info": {"run": spec.key, "run_dir": str(args.run_dir or spec.run_dir), "split": args.split,
@@ -201,9 +214,8 @@ def _export_benchmark(args) -> None:
     from lgseg.evaluate.tasks import scene_proposals, vertex_members
 
     spec, model, dataset, device = _run_model(args, args.split, instance_targets=False)
-    if args.task == "instance" and not model.offset:
-        raise DataError(args.checkpoint or spec.run_dir, "has no offset head: it is a semantic segmentation run",
-                        "export instances of an instance run (an experiment with loss instance or instance_focal)")
+    if args.task == "instance":
+        _needs_offset_head(args, spec, model)
     for batch, outputs in scene_outputs(model, dataset, device, spec.options["workers"], desc="export"):
         scene_id = batch["scene_ids"][0]
         if args.task == "semantic":
@@ -240,8 +252,10 @@ def _benchmark_ground_truth(args) -> None:
     folders = scene_folders(args.processed, args.split, read_scene_list(split_list(args.processed, args.split)))
     for folder in folders:
         arrays = read_scene(folder)
-        if "segment" not in arrays:
-            raise DataError(folder, "has no labels", "write ground truth of a labelled split (train or val)")
+        if "segment" not in arrays or "instance" not in arrays:
+            raise DataError(folder, "has no labels (segment.npy, instance.npy)",
+                            "write ground truth of a labelled split (train or val); re-run the preprocess rule if "
+                            "a labelled scene lacks them")
         if args.task == "semantic":
             benchmark_format.export_ground_truth(args.out, folder.name, arrays["segment"])
         else:

@@ -206,7 +206,10 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
     return RunSpec(kind=kind, name=name, objective=objective.name, settings=settings,
                    options={"backend": config["model"]["backend"],
                             **_effective(config["train"], entry["train"], TRAIN_OPTIONS),
-                            "evaluation": {key: _config_value(config, key) for key in objective.evaluation}},
+                            # what its evaluation reads (instance clustering): a change re-evaluates, and the
+                            # training job finds the run complete for its identity
+                            **({"evaluation": {key: _config_value(config, key) for key in objective.evaluation}}
+                               if objective.evaluation else {})},
                    files=files,
                    processed=str(layout.processed),
                    run_dir=str(layout.run_dir(kind, name)), groups=groups)

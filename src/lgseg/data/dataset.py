@@ -124,10 +124,10 @@ class SceneDataset(Dataset):
             scene, _ = place_instances(scene, sampling.bank, rng, sampling.count, sampling.max_tries, sampling.cell,
                                        sampling.min_coverage, sampling.scale)
             coord, color, labels, instance = scene["coord"], scene["color"], scene["segment"], scene["instance"]
-        if not self.instance_targets:
-            instance = None
-        elif instance is not None:
+        if self.instance_targets:
             instance = instance_vertices(labels, instance)  # unlabelled under the mask: no instance either
+        else:
+            instance = None
         return folder.name, coord, color, labels, instance, rng
 
     def voxel_item(self, scene_id: str, coord: np.ndarray, color: np.ndarray, labels: np.ndarray,
@@ -152,7 +152,7 @@ class SceneDataset(Dataset):
             voxel_instance = instance[first] if self.annotated is None else first_labelled(instance, inverse,
                                                                                            len(voxels))
             # a voxel labelled wall (its first labelled vertex) belongs to no instance, whatever else it holds
-            voxel_instance = instance_vertices(voxel_labels, np.where(voxel_labels >= 0, voxel_instance, -1))
+            voxel_instance = instance_vertices(voxel_labels, voxel_instance)
             item.update(instance=torch.from_numpy(voxel_instance),
                         offsets=torch.from_numpy(instance_offsets(voxels, voxel_instance, self.voxel_size)),
                         vertex_instance=torch.from_numpy(instance))

@@ -87,16 +87,17 @@ def radius_components(points: np.ndarray, radius: float) -> np.ndarray:
     `radius` have the same components. The triangulation joggles the input (qhull's QJ, ~1e-11 of the extent) so
     that flat or duplicated points triangulate; edge lengths are measured on the points themselves."""
     n = len(points)
+    if n == 0 or np.linalg.norm(points.max(0) - points.min(0)) <= radius:
+        return np.zeros(n, dtype=np.int64)  # every pair within the radius (also: duplicates qhull cannot joggle)
     if n <= SMALL:
         first, second = np.triu_indices(n, 1)
-        keep = np.linalg.norm(points[first] - points[second], axis=1) <= radius
-        edges = np.stack([first[keep], second[keep]], 1)
+        edges = np.stack([first, second], 1)
     else:
-        simplices = Delaunay(points, qhull_options="QJ Qbb").simplices
+        simplices = Delaunay(points, qhull_options="QJ Qbb").simplices.astype(np.int64)
         edges = np.sort(simplices[:, SIMPLEX_EDGES].reshape(-1, 2), axis=1)
         edges = np.unique(edges[:, 0] * n + edges[:, 1])
         edges = np.stack([edges // n, edges % n], 1)
-        edges = edges[np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1) <= radius]
+    edges = edges[np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1) <= radius]
     graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 

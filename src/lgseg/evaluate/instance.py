@@ -99,6 +99,10 @@ class InstanceEvaluator:
         for points, class_id, confidence in predictions:
             position = self._position.get(int(class_id))
             points = np.unique(np.asarray(points, dtype=np.int64))
+            if points.size and (points[0] < 0 or points[-1] >= gt_ids.size):
+                raise DataError("instance prediction", f"point index {int(points[-1] if points[0] >= 0 else points[0])}"
+                                                       f" outside the scene's {gt_ids.size} points",
+                                "give each prediction the indices of its points in the ground truth's order")
             if position is None or points.size < self.min_region_size:
                 continue
             prediction = _Prediction(self._next_uid, position, int(points.size), float(confidence),
@@ -175,7 +179,8 @@ class InstanceEvaluator:
                               for g in FREQUENCY_GROUPS}
         result["num_classes_in_mean"] = int(np.isfinite(per_class["ap"]).sum())
         result["num_scenes"] = len(self.scenes)
-        result["num_instances"] = sum(len(g) for g, _ in self.scenes)
+        result["num_instances"] = sum(g.size >= self.min_region_size for instances, _ in self.scenes
+                                      for g in instances)  # those AP counts
         result["num_predictions"] = sum(len(p) for _, p in self.scenes)
         result["min_region_size"] = self.min_region_size
         result["per_class"] = {names[int(c)]: {name: _none(per_class[name][i]) for name in columns}

@@ -52,9 +52,9 @@ class Res16UNet(nn.Module):
     projection to that width (as the authors' `_Proj` variants); Res16UNet34D's 512 already equals CLIP's width.
     An `embedding_dim` adds a linear 1x1x1 head that the network returns instead (CSC's 32-d pre-training head;
     a fine-tuning started from such a network has no `embedding_dim`, so the head is left out). With
-    `offset_head` (instance segmentation) an offset head (1x1x1 C->C, batch norm, ReLU, 1x1x1 C->3) on the same
-    features predicts each voxel's vector to its instance centre, and the network returns
-    {"features": class logits, "offsets": offsets}.
+    `offset_head` (instance segmentation) an offset head (1x1x1 C->C, batch norm, ReLU, 1x1x1 C->3) on the last
+    block's output (C = the last plane, before any projection, as the authors' instance network) predicts each
+    voxel's vector to its instance centre, and the network returns {"features": class logits, "offsets": offsets}.
     """
 
     TASK_HEADS = ("final", "offset")  # heads a fine-tuning adds to a pre-trained network
@@ -97,9 +97,8 @@ class Res16UNet(nn.Module):
         self.final = backend.conv(self.feature_dim, num_classes, kernel_size=1, bias=True) if num_classes else None
         self.embedding = (backend.conv(self.feature_dim, embedding_dim, kernel_size=1, bias=True) if embedding_dim
                           else None)
-        self.offset = (nn.Sequential(backend.conv(self.feature_dim, self.feature_dim, kernel_size=1, bias=True),
-                                     norm(self.feature_dim), backend.relu(),
-                                     backend.conv(self.feature_dim, 3, kernel_size=1, bias=True))
+        self.offset = (nn.Sequential(backend.conv(planes[7], planes[7], kernel_size=1, bias=True),
+                                     norm(planes[7]), backend.relu(), backend.conv(planes[7], 3, kernel_size=1, bias=True))
                        if offset_head else None)
         self._initialise()
 
@@ -121,9 +120,10 @@ class Res16UNet(nn.Module):
         skips.pop()  # the deepest output feeds the decoder directly
         for conv, bn, block in zip(self.up_convs, self.up_norms, self.up_blocks):
             out = block(self.backend.cat(self.relu(bn(conv(out))), skips.pop()))
+        offsets = self.offset(out) if self.offset is not None else None
         if self.projection is not None:
             out = self.projection(out)
         if self.embedding is not None:
             out = self.embedding(out)
         logits = self.final(out) if self.final is not None else out
-        return {"features": logits, "offsets": self.offset(out)} if self.offset is not None else logits
+        return {"features": logits, "offsets": offsets} if offsets is not None else logits

@@ -156,18 +156,15 @@ class _InstanceHeads:
 
         from lgseg.train import losses
 
-        l1, direction = losses.offset_losses(outputs["offsets"], batch["offsets"].to(self.device),
-                                             batch["instance"].to(self.device))
+        instance = batch["instance"].to(self.device)
+        l1, direction = losses.offset_losses(outputs["offsets"], batch["offsets"].to(self.device), instance)
+        self.offset_terms = (l1.detach(), direction.detach(), (instance >= 0).sum())  # logged by `observe`
         total = self.semantic_loss(outputs["features"], batch["labels"]) + l1 + direction
         return total, torch.ones((), device=total.device)
 
     def observe(self, outputs, batch, scores):
-        from lgseg.train import losses
-
-        instance = batch["instance"].to(self.device)
-        count = int((instance >= 0).sum())
-        l1, direction = losses.offset_losses(outputs["offsets"], batch["offsets"].to(self.device), instance)
-        return {"offset_l1": (float(l1) * count, count), "offset_direction": (float(direction) * count, count)}
+        l1, direction, count = (float(term) for term in self.offset_terms)
+        return {"offset_l1": (l1 * count, count), "offset_direction": (direction * count, count)}
 
 
 class InstanceSegmentation(_InstanceHeads, CrossEntropy):
