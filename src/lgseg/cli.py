@@ -216,12 +216,12 @@ def _export_benchmark(args) -> None:
     spec, model, dataset, device = _run_model(args, args.split, instance_targets=False)
     if args.task == "instance":
         _needs_offset_head(args, spec, model)
+        settings = ClusteringSettings.of(spec.options["evaluation"]["instance_clustering"])
     for batch, outputs in scene_outputs(model, dataset, device, spec.options["workers"], desc="export"):
         scene_id = batch["scene_ids"][0]
         if args.task == "semantic":
             benchmark_format.export_predictions(args.out, scene_id, semantic_predictions(batch, outputs["features"])[4])
             continue
-        settings = ClusteringSettings.of(spec.options["evaluation"]["instance_clustering"])
         proposals = scene_proposals(batch, outputs, dataset.voxel_size, settings)
         members = vertex_members(proposals, batch["inverse"][0].numpy(), batch["voxel_counts"][0])
         benchmark_format.export_instance_predictions(
