@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 from lgseg.data.dataset import instance_offsets, instance_vertices, voxelize
 from lgseg.evaluate.clustering import ClusteringSettings, cluster_proposals
 from lgseg.evaluate.instance import MIN_REGION_SIZE, InstanceEvaluator, encode_ground_truth
-from lgseg.evaluate.tasks import vertex_members
+from lgseg.evaluate.tasks import vertex_proposals
 from lgseg.fileio import write_text
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids, generate_scene
 from lgseg.scannet.labels import scannet200
@@ -80,9 +80,9 @@ def main() -> None:
             times.setdefault("clustering", []).append(t)
             official, lgs = InstanceEvaluator(MIN_REGION_SIZE["official"]), InstanceEvaluator(MIN_REGION_SIZE["lgs"])
             start = time.perf_counter()
-            members = vertex_members(proposals, inverse, len(voxels))
             per_vertex = (encode_ground_truth(labels, instance_vertices(labels, instance)),
-                             [(v, class_ids[p.class_index], p.score) for p, v in zip(proposals, members)])
+                          [(v, class_ids[c], score) for v, c, score in vertex_proposals(proposals, inverse,
+                                                                                         len(voxels))])
             official.add_scene(*per_vertex)
             times.setdefault("official matching", []).append(time.perf_counter() - start)
             start = time.perf_counter()

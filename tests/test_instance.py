@@ -12,7 +12,7 @@ from lgseg.errors import DataError
 from lgseg.evaluate import benchmark_format
 from lgseg.evaluate.clustering import ClusteringSettings, cluster_proposals
 from lgseg.evaluate.instance import AP_OVERLAPS, InstanceEvaluator, encode_ground_truth
-from lgseg.evaluate.tasks import vertex_members
+from lgseg.evaluate.tasks import vertex_proposals
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.scannet.labels import scannet200
 from lgseg.train.losses import offset_losses
@@ -251,7 +251,8 @@ def test_proposal_score_is_the_mean_raw_logit_and_vertices_follow_voxels():
     (median,) = cluster((coords, logits), settings=ClusteringSettings(1.5, 1, 0, "median"))
     assert median.score == pytest.approx(4.0)
     inverse = np.array([0, 0, 8, 3, 9])  # voxel 9: not in the proposal
-    assert vertex_members([proposal], inverse, 10)[0].tolist() == [0, 1, 2, 3]
+    ((vertices, class_index, score),) = vertex_proposals([proposal], inverse, 10)
+    assert vertices.tolist() == [0, 1, 2, 3] and class_index == CHAIR and score == proposal.score
 
 
 def test_offset_losses_by_hand():

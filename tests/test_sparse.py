@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lgseg.models import Res16UNet
 from lgseg.sparse import get_backend
+from lgseg.sparse import functional as sparse_functional
 from lgseg.sparse.functional import SparseConvolution as SparseConvolutionFunction
 from lgseg.sparse.tensor import CoordinateManager, SparseTensor, kernel_offsets
 from lgseg.sparse.torch_backend import SparseConvolution
@@ -51,13 +52,14 @@ def test_kernel_order_is_minkowski_order():
     assert kernel_offsets(2, tensor_stride=4).tolist()[:3] == [[0, 0, 0], [4, 0, 0], [0, 4, 0]]
 
 
-def test_submanifold_conv_matches_dense_conv3d_values_and_gradients():
-    coords, features = _random_grid(0, 2)
-    weight = torch.randn(3, 2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("in_channels, out_channels", [(2, 3), (1, 8)])  # per-offset products; neighbourhoods
+def test_submanifold_conv_matches_dense_conv3d_values_and_gradients(in_channels, out_channels):
+    coords, features = _random_grid(0, in_channels)
+    weight = torch.randn(out_channels, in_channels, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     features.requires_grad_(True)
     dense_in = _dense(coords, features)
     dense_out = _at(F.conv3d(dense_in, weight, padding=1), coords)
-    conv = SparseConvolution(2, 3, kernel_size=3).double()
+    conv = SparseConvolution(in_channels, out_channels, kernel_size=3).double()
     with torch.no_grad():
         conv.kernel.copy_(_kernel_from_dense(weight.detach()))
     sparse_out = conv(SparseTensor.from_coords(coords, features)).features
@@ -104,14 +106,92 @@ def test_pointwise_conv_with_bias_is_a_linear_map():
     torch.testing.assert_close(out, features @ conv.kernel + conv.bias)
 
 
-def test_gradcheck_of_the_custom_function():
-    coords, features = _random_grid(3, 2, grid=4)
+@pytest.mark.parametrize("in_channels, out_channels, kernel_size, stride", [(2, 3, 3, 1), (1, 4, 3, 1),
+                                                                          (2, 3, 2, 2), (3, 2, 3, 2)])
+def test_gradcheck_of_the_custom_function(in_channels, out_channels, kernel_size, stride):
+    coords, features = _random_grid(3, in_channels, grid=4)
     manager = CoordinateManager(coords)
-    maps = manager.kernel_map(1, 1, 3)
-    kernel = torch.randn(27, 2, 3, dtype=torch.float64, requires_grad=True)
+    kmap = manager.kernel_map(1, manager.downsampled(1, stride) if stride > 1 else 1, kernel_size)
+    kernel = torch.randn(kernel_size ** 3, in_channels, out_channels, dtype=torch.float64, requires_grad=True)
     features.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda f, k: SparseConvolutionFunction.apply(f, k, maps, len(coords)),
-                                    (features, kernel))
+    assert torch.autograd.gradcheck(lambda f, k: SparseConvolutionFunction.apply(f, k, kmap), (features, kernel))
+
+
+def _brute_force_pairs(source, target, offsets):
+    """Per offset the (source row, target row) pairs with target + offset == source, by comparing every pair."""
+    pairs = []
+    for offset in offsets:
+        shifted = target.clone()
+        shifted[:, 1:] += offset
+        equal = (shifted[:, None, :] == source[None, :, :]).all(2)
+        out_rows, in_rows = torch.nonzero(equal, as_tuple=True)
+        pairs.append(sorted(zip(in_rows.tolist(), out_rows.tolist())))
+    return pairs
+
+
+@pytest.mark.parametrize("kernel_size, stride, dilation", [(3, 1, 1), (3, 1, 2), (5, 1, 1), (2, 1, 1), (2, 2, 1),
+                                                           (3, 2, 1)])
+def test_kernel_maps_equal_brute_force_pairs(kernel_size, stride, dilation):
+    coords, _ = _random_grid(5, 1, occupancy=0.35, grid=7)
+    coords[:, 0] = torch.arange(len(coords)) % 2  # two batch items: never neighbours of each other
+    manager = CoordinateManager(coords)
+    out_stride = manager.downsampled(1, stride) if stride > 1 else 1
+    kmap = manager.kernel_map(1, out_stride, kernel_size, dilation)
+    offsets = kernel_offsets(kernel_size, 1, dilation)
+    expected = _brute_force_pairs(coords, manager.coords(out_stride), offsets)
+    listed = {k: sorted(zip(kmap.in_rows[a:b].tolist(), kmap.out_rows[a:b].tolist()))
+              for k, a, b in kmap.segments}
+    for k, pairs in enumerate(expected):
+        if k == kmap.identity:
+            assert pairs == [(i, i) for i in range(len(coords))] and k not in listed
+        else:
+            assert listed.get(k, []) == pairs
+    table = kmap.neighbour_table()
+    for k, pairs in enumerate(expected):
+        column = torch.full((kmap.num_out,), kmap.num_in)
+        for i, o in pairs:
+            column[o] = i
+        assert torch.equal(table[:, k], column)
+    flipped = kmap.transposed()
+    assert torch.equal(flipped.in_rows, kmap.out_rows) and flipped.transposed() is kmap
+    assert (flipped.num_in, flipped.num_out) == (kmap.num_out, kmap.num_in)
+
+
+def test_scatter_matrices_sum_pair_rows_into_their_rows():
+    coords, _ = _random_grid(6, 1, grid=5)
+    kmap = CoordinateManager(coords).kernel_map(1, 1, 3)
+    values = torch.randn(kmap.num_pairs, 2, dtype=torch.float64)
+    for start, stop, segments in kmap.groups(50) + kmap.groups(kmap.num_pairs):
+        group = (start, stop, segments)
+        for matrix, rows, count in [(kmap.to_outputs(group, torch.float64), kmap.out_rows, kmap.num_out),
+                                    (kmap.to_inputs(group, torch.float64), kmap.in_rows, kmap.num_in)]:
+            expected = torch.zeros(count, 2, dtype=torch.float64).index_add_(0, rows[start:stop], values[start:stop])
+            torch.testing.assert_close(torch.sparse.mm(matrix, values[start:stop]), expected)
+
+
+def test_coordinates_beyond_the_key_range_with_the_kernel_reach_are_an_error():
+    limit = 1 << 17
+    coords = torch.tensor([[0, limit - 1, 0, 0], [0, limit - 2, 0, 0]])
+    manager = CoordinateManager(coords)  # in range by themselves
+    with pytest.raises(ValueError, match="out of range"):
+        manager.kernel_map(1, 1, 3)
+
+
+def test_mixed_precision_on_cpu_runs_in_bfloat16_and_stays_close_to_float32():
+    backend = get_backend("torch")
+    torch.manual_seed(4)
+    model = Res16UNet(backend, "Res16UNet14Tiny", num_classes=5)
+    coords, features = _scene(seed=3)
+    reference = model(backend.input_tensor(coords, features)).features
+    reference.square().mean().backward()
+    reference_grad = model.conv0p1s1.kernel.grad.clone()
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(backend.input_tensor(coords, features)).features
+    mixed.float().square().mean().backward()
+    assert torch.linalg.norm(mixed.float() - reference) / torch.linalg.norm(reference) < 0.05
+    assert mixed.dtype == torch.float32  # sums of bfloat16 products are accumulated in float32
+    assert F.cosine_similarity(model.conv0p1s1.kernel.grad.flatten(), reference_grad.flatten(), dim=0) > 0.98
 
 
 def test_stride_maps_round_trip():
@@ -122,9 +202,8 @@ def test_stride_maps_round_trip():
     coarse = manager.coords(coarse_stride)
     expected = torch.unique(torch.cat([coords[:, :1], coords[:, 1:] // 2 * 2], 1), dim=0)
     assert torch.equal(coarse, expected)
-    maps = manager.kernel_map(1, coarse_stride, 2)
-    fine_rows = torch.cat([pair[0] for pair in maps])
-    coarse_rows = torch.cat([pair[1] for pair in maps])
+    kmap = manager.kernel_map(1, coarse_stride, 2)
+    fine_rows, coarse_rows = kmap.in_rows, kmap.out_rows
     assert torch.equal(torch.sort(fine_rows).values, torch.arange(len(coords)))  # every fine voxel exactly once
     parent = torch.cat([coords[fine_rows, :1], coords[fine_rows, 1:] // 2 * 2], 1)
     assert torch.equal(parent, coarse[coarse_rows])  # ... mapped to its own parent, within its batch item
@@ -242,3 +321,26 @@ def test_training_rows_line_up_with_labels_on_both_backends():
     # rows of a tensor made from another order of the same coordinates come back in the asked order
     tensor = theirs.input_tensor(coords, features.double())
     torch.testing.assert_close(theirs.output_features(tensor, coords[order]), features.double()[order])
+
+
+def test_groups_of_offsets_bound_the_products_and_give_the_same_convolution(monkeypatch):
+    coords, features = _random_grid(7, 2)
+    kmap = CoordinateManager(coords).kernel_map(1, 1, 3)
+    groups = kmap.groups(40)
+    assert [segment for _, _, segments in groups for segment in segments] == kmap.segments  # all, in order
+    for start, stop, segments in groups:
+        assert (start, stop) == (segments[0][1], segments[-1][2])
+        assert stop - start <= 40 or len(segments) == 1
+    features.requires_grad_(True)
+    conv = SparseConvolution(2, 3, kernel_size=3).double()
+    x = SparseTensor.from_coords(coords, features)
+    upstream = torch.randn(len(coords), 3, dtype=torch.float64)
+    whole = conv(x).features
+    whole_grads = torch.autograd.grad((whole * upstream).sum(), [features, conv.kernel])
+    monkeypatch.setattr(sparse_functional, "PRODUCTS_BYTES", 8 * 3 * 40)  # 40 pairs of 3 float64 per group
+    grouped = conv(x).features
+    grouped_grads = torch.autograd.grad((grouped * upstream).sum(), [features, conv.kernel])
+    assert len(kmap.groups(sparse_functional._max_pairs(3, torch.float64))) > 3
+    torch.testing.assert_close(grouped, whole, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grouped_grads, whole_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

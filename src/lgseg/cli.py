@@ -158,13 +158,12 @@ def _train(args) -> None:
         write_json(args.summary, summary)
 
 
-def _run_model(args, split: str, instance_targets: bool = False):
-    """The run, its best model and a dataset of `split` (no augmentation; with instance targets if asked)."""
+def _run_model(args, spec, split: str, instance_targets: bool = False):
+    """The run's best model and a dataset of `split` (no augmentation; with instance targets if asked)."""
     from lgseg.paths import BEST
     from lgseg.train.checkpoint import load_checkpoint
     from lgseg.train.engine import build_model, device_for_training, split_dataset
 
-    spec = _run_spec(args)
     path = Path(args.checkpoint) if args.checkpoint else Path(args.run_dir or spec.run_dir) / BEST
     device = device_for_training()
     variant = spec.settings["model"]["variant"]
@@ -178,7 +177,7 @@ def _run_model(args, split: str, instance_targets: bool = False):
     except RuntimeError as err:  # one of ours of another variant
         raise DataError(path, f"does not fit {variant}: {' '.join(str(err).split())[:300]}",
                         "evaluate it with the model.variant it was trained with") from None
-    return spec, model.to(device), split_dataset(spec, split, instance_targets=instance_targets), device
+    return model.to(device), split_dataset(spec, split, instance_targets=instance_targets), device
 
 
 def _needs_offset_head(args, spec, model) -> None:
@@ -197,8 +196,9 @@ def _evaluate(args) -> None:
     from lgseg.fileio import write_json
     from lgseg.train.objectives import OBJECTIVES
 
-    task = OBJECTIVES[_run_spec(args).objective].task
-    spec, model, dataset, device = _run_model(args, args.split, instance_targets=task == "instance")
+    spec = _run_spec(args)
+    task = OBJECTIVES[spec.objective].task
+    model, dataset, device = _run_model(args, spec, args.split, instance_targets=task == "instance")
     if task == "instance":
         _needs_offset_head(args, spec, model)
     metrics = TASKS[task](model, dataset, device, spec.options["workers"], spec.options,
@@ -211,9 +211,10 @@ def _export_benchmark(args) -> None:
     from lgseg.evaluate import benchmark_format
     from lgseg.evaluate.clustering import ClusteringSettings
     from lgseg.evaluate.inference import scene_outputs, semantic_predictions
-    from lgseg.evaluate.tasks import scene_proposals, vertex_members
+    from lgseg.evaluate.tasks import scene_proposals, vertex_proposals
 
-    spec, model, dataset, device = _run_model(args, args.split, instance_targets=False)
+    spec = _run_spec(args)
+    model, dataset, device = _run_model(args, spec, args.split)
     if args.task == "instance":
         _needs_offset_head(args, spec, model)
         settings = ClusteringSettings.of(spec.options["evaluation"]["instance_clustering"])
@@ -223,9 +224,8 @@ def _export_benchmark(args) -> None:
             benchmark_format.export_predictions(args.out, scene_id, semantic_predictions(batch, outputs["features"])[4])
             continue
         proposals = scene_proposals(batch, outputs, dataset.voxel_size, settings)
-        members = vertex_members(proposals, batch["inverse"][0].numpy(), batch["voxel_counts"][0])
         benchmark_format.export_instance_predictions(
-            args.out, scene_id, [(v, p.class_index, p.score) for p, v in zip(proposals, members)],
+            args.out, scene_id, vertex_proposals(proposals, batch["inverse"][0].numpy(), batch["voxel_counts"][0]),
             len(batch["inverse"][0]))
 
 

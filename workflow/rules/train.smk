@@ -50,6 +50,8 @@ rule pretrain:
         f"{LOGS}/pretrain_{{name}}.log",
     benchmark:
         f"{LOGS}/pretrain_{{name}}.benchmark.tsv"
+    # pre-trainings first: each holds up several fine-tunings, which then fill the cores to the end of the run
+    priority: 10
     conda:
         TRAIN_ENV
     threads: max(1, config["train"]["gpus"]) * max(1, config["train"]["workers"])

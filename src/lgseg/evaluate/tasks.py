@@ -43,9 +43,9 @@ def evaluate_instance(model, dataset, device, workers: int, options: dict, desc:
         proposals = scene_proposals(batch, outputs, dataset.voxel_size, settings)
         evaluators["lgs"].add_scene(encode_ground_truth(voxel_gt, batch["instance"].numpy()),
                                     [(p.voxels, class_ids[p.class_index], p.score) for p in proposals])
-        members = vertex_members(proposals, batch["inverse"][0].numpy(), batch["voxel_counts"][0])
+        per_vertex = vertex_proposals(proposals, batch["inverse"][0].numpy(), batch["voxel_counts"][0])
         evaluators["official"].add_scene(encode_ground_truth(vertex_gt, batch["vertex_instance"][0].numpy()),
-                                         [(v, class_ids[p.class_index], p.score) for p, v in zip(proposals, members)])
+                                         [(v, class_ids[c], score) for v, c, score in per_vertex])
     metrics = semantic_metrics(vertex.matrix, voxel.matrix)
     metrics["instance"] = {"clustering": asdict(settings),
                            **{protocol: {"description": description, **evaluators[protocol].results()}
@@ -61,12 +61,14 @@ def scene_proposals(batch: dict, outputs: dict, voxel_size: float, settings: Clu
     return cluster_proposals(batch["coords"][:, 1:], outputs["offsets"], outputs["features"], voxel_size, settings)
 
 
-def vertex_members(proposals: list[Proposal], inverse: np.ndarray, num_voxels: int) -> list[np.ndarray]:
-    """The mesh vertices of each proposal: those whose voxel (`inverse`) it holds (proposals are disjoint)."""
+def vertex_proposals(proposals: list[Proposal], inverse: np.ndarray, num_voxels: int
+                     ) -> list[tuple[np.ndarray, int, float]]:
+    """(mesh vertices, class index, score) of each proposal: its vertices are those whose voxel (`inverse`) it
+    holds (proposals are disjoint)."""
     owner = np.full(num_voxels, -1, dtype=np.int64)
     for k, proposal in enumerate(proposals):
         owner[proposal.voxels] = k
     vertex_owner = owner[inverse]
     order = np.argsort(vertex_owner, kind="stable")
     bounds = np.searchsorted(vertex_owner[order], np.arange(len(proposals) + 1))
-    return [order[bounds[k]:bounds[k + 1]] for k in range(len(proposals))]
+    return [(order[bounds[k]:bounds[k + 1]], p.class_index, p.score) for k, p in enumerate(proposals)]

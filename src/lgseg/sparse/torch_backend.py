@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from lgseg.sparse.functional import sparse_convolution, transpose_maps
+from lgseg.sparse.functional import sparse_convolution
 from lgseg.sparse.tensor import SparseTensor
 
 
@@ -42,12 +42,12 @@ class SparseConvolution(nn.Module):
             out_stride = x.stride // self.stride
             if out_stride not in manager.sets:
                 raise ValueError(f"no coordinates at stride {out_stride} to transpose into")
-            maps = transpose_maps(manager.kernel_map(out_stride, x.stride, self.kernel_size, self.dilation))
-            features = sparse_convolution(x.features, self.kernel, maps, len(manager.coords(out_stride)))
+            kmap = manager.kernel_map(out_stride, x.stride, self.kernel_size, self.dilation).transposed()
+            features = sparse_convolution(x.features, self.kernel, kmap)
         else:
             out_stride = manager.downsampled(x.stride, self.stride) if self.stride > 1 else x.stride
-            maps = manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation)
-            features = sparse_convolution(x.features, self.kernel, maps, len(manager.coords(out_stride)))
+            kmap = manager.kernel_map(x.stride, out_stride, self.kernel_size, self.dilation)
+            features = sparse_convolution(x.features, self.kernel, kmap)
         if self.bias is not None:
             features = features + self.bias
         return SparseTensor(features, out_stride, manager)

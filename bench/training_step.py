@@ -1,0 +1,133 @@
+"""Training-step speed of our sparse backend against an earlier commit's, side by side in one run.
+
+Batches: the configured train scenes with all augmentations, voxelised and collated as the engine does (the
+configured model, voxel size and batch size). Each code version runs in its own process on the same saved
+batches (forward + backward + SGD with cross-entropy; 1 compute thread by default, as the workflow's training
+jobs), and the versions take turns over several rounds, so that load on the machine hits both alike. The
+earlier version's `src/` comes from git (`git archive`). Needs a processed store (run the demo workflow first).
+
+    python bench/training_step.py --baseline 30d491a [--rounds 3] [--batches 8] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def save_batches(config_path: str, count: int, path: Path) -> int:
+    """Collate `count` train batches of the configured experiment 'scratch' to `path`; returns their voxels."""
+    import torch
+
+    from lgseg.config import load_config
+    from lgseg.data.dataset import PointBudgetBatchSampler, collate
+    from lgseg.runs import resolve_run
+    from lgseg.train.engine import make_datasets
+
+    config = load_config([config_path])
+    spec = resolve_run(config, "experiment", "scratch")
+    train_set, _ = make_datasets(spec)
+    train_cfg = spec.settings["train"]
+    sampler = PointBudgetBatchSampler(train_set.num_vertices, train_cfg["batch_size"], train_cfg["max_points"],
+                                      shuffle=True, seed=0)
+    batches = [collate([train_set[i] for i in b]) for b, _ in zip(sampler, range(count))]
+    keep = ("coords", "features", "labels")
+    torch.save({"variant": config["model"]["variant"], "batches": [{k: b[k] for k in keep} for b in batches]},
+               path)
+    return sum(len(b["coords"]) for b in batches)
+
+
+def worker(batches_file: str) -> None:
+    """Time every batch's step with whatever `lgseg` is on the path; prints one JSON line."""
+    import torch
+
+    from lgseg.scannet.labels import IGNORE_INDEX, scannet200
+    from lgseg.train.engine import build_model
+
+    saved = torch.load(batches_file)
+    model = build_model("torch", saved["variant"], 0, num_classes=scannet200().num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    times = []
+    for batch in [saved["batches"][0]] + saved["batches"]:  # the first step warms up and is not counted
+        start = time.perf_counter()
+        logits = model.backend.features(model(model.backend.input_tensor(batch["coords"], batch["features"])))
+        loss = criterion(logits, batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"step_s": times[1:]}))
+
+
+def run_version(src: Path, batches_file: Path, threads: int) -> list[float]:
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, __file__, "--worker", str(batches_file)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["step_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", help="git revision of the earlier code", default="30d491a")
+    parser.add_argument("--config", default=str(PROJECT_ROOT / "config.yaml"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "results" / "bench" / "training_step.md"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    baseline = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", args.baseline],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", baseline, "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        voxels = save_batches(args.config, args.batches, tmp / "batches.pt")
+        versions = {f"{baseline} (baseline)": tmp / "src", "this tree": PROJECT_ROOT / "src"}
+        times = {name: [] for name in versions}
+        for round_ in range(args.rounds):
+            for name, src in versions.items():
+                times[name] += run_version(src, tmp / "batches.pt", args.threads)
+                print(f"round {round_ + 1}: {name}: median {statistics.median(times[name]):.3f} s/step", flush=True)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base, ours = medians[f"{baseline} (baseline)"], medians["this tree"]
+    rows = "\n".join(f"| {name} | {m:.3f} | {1 / m:.2f} | {min(times[name]):.3f} – {max(times[name]):.3f} |"
+                     for name, m in medians.items())
+    text = f"""# Training step: this tree against {baseline}
+
+Date: {datetime.now().isoformat(timespec="seconds")}  
+Machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} compute thread(s)  
+Command: `python bench/training_step.py --baseline {args.baseline} --rounds {args.rounds} --batches {args.batches} --threads {args.threads}`
+
+{args.batches} demo train batches ({voxels / args.batches:,.0f} voxels each on average, all augmentations), the configured
+network, forward + backward + SGD; each version in its own process, taking turns over {args.rounds} rounds.
+
+| code | s / step (median) | steps / s | range |
+|---|---|---|---|
+{rows}
+
+This tree / baseline step time: **{ours / base:.2f}** ({base / ours:.2f}x the steps per second).
+"""
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
