@@ -29,15 +29,16 @@ LAUNCHER = (  # run the case in a grandchild so ru_maxrss is its own, not inheri
 )
 
 
-def room_voxels(target: int, seed: int = 0):
-    """(coords N x 4, rgb features N x 3) of a demo room voxelised to about `target` occupied voxels."""
+def room_voxels(target: int, seed: int = 0, vertex_spacing: float = 0.01, objects: int = 30):
+    """(coords N x 4, rgb features N x 3, voxel size) of a 6 x 6 m demo room voxelised to about `target` occupied
+    voxels."""
     import numpy as np
     import torch
 
     from lgseg.scannet.demo import DemoSettings, generate_scene
 
-    scene = generate_scene("scene0191_00", DemoSettings(seed=seed, vertex_spacing=0.01, objects_per_room=(30, 30),
-                                                        room_size=(6.0, 6.0)))
+    scene = generate_scene("scene0191_00", DemoSettings(seed=seed, vertex_spacing=vertex_spacing,
+                                                        objects_per_room=(objects, objects), room_size=(6.0, 6.0)))
     points = scene.raw_coord @ scene.alignment[:3, :3].T
     low, high = 0.005, 0.5
     for _ in range(40):  # bisect the voxel size

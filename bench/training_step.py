@@ -3,8 +3,9 @@
 Batches: the configured train scenes with all augmentations, voxelised and collated as the engine does (the
 configured model, voxel size and batch size). Each code version runs in its own process on the same saved
 batches (forward + backward + SGD with cross-entropy; 1 compute thread by default, as the workflow's training
-jobs), and the versions take turns over several rounds, so that load on the machine hits both alike. The
-earlier version's `src/` comes from git (`git archive`). Needs a processed store (run the demo workflow first).
+jobs), and the versions take turns over several rounds, so that load on the machine hits both alike; the ratio
+is taken batch by batch. The earlier version's `src/` comes from git (`git archive`). Needs a processed store (run
+the demo workflow first).
 
     python bench/training_step.py --baseline 30d491a [--rounds 3] [--batches 8] [--threads 1]
 """
@@ -100,15 +101,20 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
         voxels = save_batches(args.config, args.batches, tmp / "batches.pt")
         versions = {f"{baseline} (baseline)": tmp / "src", "this tree": PROJECT_ROOT / "src"}
-        times = {name: [] for name in versions}
+        rounds = {name: [] for name in versions}  # per round, the step time of every batch
         for round_ in range(args.rounds):
             for name, src in versions.items():
-                times[name] += run_version(src, tmp / "batches.pt", args.threads)
-                print(f"round {round_ + 1}: {name}: median {statistics.median(times[name]):.3f} s/step", flush=True)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    base, ours = medians[f"{baseline} (baseline)"], medians["this tree"]
-    rows = "\n".join(f"| {name} | {m:.3f} | {1 / m:.2f} | {min(times[name]):.3f} – {max(times[name]):.3f} |"
-                     for name, m in medians.items())
+                rounds[name].append(run_version(src, tmp / "batches.pt", args.threads))
+                median = statistics.median(rounds[name][-1])
+                print(f"round {round_ + 1}: {name}: median {median:.3f} s/step", flush=True)
+    # per batch the median over rounds; the ratio of the two versions batch by batch, so that batches of different
+    # sizes and a round on a busier machine weigh alike
+    per_batch = {name: [statistics.median(times) for times in zip(*runs)] for name, runs in rounds.items()}
+    base_name = f"{baseline} (baseline)"
+    ratios = [ours / base for ours, base in zip(per_batch["this tree"], per_batch[base_name])]
+    ratio = statistics.median(ratios)
+    rows = "\n".join(f"| {name} | {statistics.median(times):.3f} | {1 / statistics.median(times):.2f} | "
+                     f"{min(times):.3f} – {max(times):.3f} |" for name, times in per_batch.items())
     text = f"""# Training step: this tree against {baseline}
 
 Date: {datetime.now().isoformat(timespec="seconds")}  
@@ -116,13 +122,15 @@ Machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} compute th
 Command: `python bench/training_step.py --baseline {args.baseline} --rounds {args.rounds} --batches {args.batches} --threads {args.threads}`
 
 {args.batches} demo train batches ({voxels / args.batches:,.0f} voxels each on average, all augmentations), the configured
-network, forward + backward + SGD; each version in its own process, taking turns over {args.rounds} rounds.
+network, forward + backward + SGD; each version in its own process, taking turns over {args.rounds} rounds. Per batch
+the median over the rounds:
 
-| code | s / step (median) | steps / s | range |
+| code | s / step (median over batches) | steps / s | fastest – slowest batch |
 |---|---|---|---|
 {rows}
 
-This tree / baseline step time: **{ours / base:.2f}** ({base / ours:.2f}x the steps per second).
+This tree / baseline step time, batch by batch: median **{ratio:.2f}** (range {min(ratios):.2f} – {max(ratios):.2f});
+{1 / ratio:.2f}x the steps per second.
 """
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)

@@ -188,7 +188,7 @@ def test_mixed_precision_on_cpu_runs_in_bfloat16_and_stays_close_to_float32():
     model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = model(backend.input_tensor(coords, features)).features
-    mixed.float().square().mean().backward()
+        mixed.float().square().mean().backward()  # backward under autocast too: its sums stay float32
     assert torch.linalg.norm(mixed.float() - reference) / torch.linalg.norm(reference) < 0.05
     assert mixed.dtype == torch.float32  # sums of bfloat16 products are accumulated in float32
     assert F.cosine_similarity(model.conv0p1s1.kernel.grad.flatten(), reference_grad.flatten(), dim=0) > 0.98

@@ -129,6 +129,8 @@ rule annotation_masks:
         str(LAYOUT.mask("{ratio}")),
     log:
         f"{LOGS}/annotation_masks_{{ratio}}.log",
+    # cheap jobs that hold up trainings: first whenever they are ready (here too for class_stats, instance_bank)
+    priority: 50
     conda:
         "../../envs/core.yaml"
     threads: config["preprocess"]["workers"]
@@ -148,6 +150,7 @@ rule class_stats:
         str(LAYOUT.class_stats),
     log:
         f"{LOGS}/class_stats.log",
+    priority: 50
     conda:
         "../../envs/core.yaml"
     params:
@@ -170,6 +173,7 @@ rule instance_bank:
         f"{LOGS}/instance_bank_{{ratio}}.log",
     wildcard_constraints:
         ratio="[0-9.]+",
+    priority: 50
     conda:
         "../../envs/core.yaml"
     threads: config["preprocess"]["workers"]

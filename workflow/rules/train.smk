@@ -50,7 +50,8 @@ rule pretrain:
         f"{LOGS}/pretrain_{{name}}.log",
     benchmark:
         f"{LOGS}/pretrain_{{name}}.benchmark.tsv"
-    # pre-trainings first: each holds up several fine-tunings, which then fill the cores to the end of the run
+    # pre-trainings before fine-tunings (and the cheap data jobs feeding them first of all, priority 50): each
+    # holds up several fine-tunings, which then fill the cores to the end of the run
     priority: 10
     conda:
         TRAIN_ENV

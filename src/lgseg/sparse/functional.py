@@ -64,6 +64,11 @@ class SparseConvolution(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        with torch.autocast(grad_out.device.type, enabled=False):  # in float32 also when called under autocast
+            return SparseConvolution._gradients(ctx, grad_out)
+
+    @staticmethod
+    def _gradients(ctx, grad_out: torch.Tensor):
         features, kernel = ctx.saved_tensors
         kmap = ctx.kmap
         features = features.to(grad_out.dtype)
