@@ -42,6 +42,7 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))
 from sparse_backbone import room_voxels  # noqa: E402
+from step_timing import step_times  # noqa: E402
 
 room = lru_cache(room_voxels)  # one generated room per size, reused by every case
 
@@ -183,7 +184,7 @@ def training_step(sizes: dict, device: torch.device, folder: Path) -> dict:
     from lgseg.data.augment import DEFAULT_STEPS
     from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset, collate
     from lgseg.paths import split_list
-    from lgseg.scannet.labels import IGNORE_INDEX, scannet200
+    from lgseg.scannet.labels import scannet200
     from lgseg.scannet.splits import read_scene_list
     from lgseg.train.engine import build_model
 
@@ -201,21 +202,9 @@ def training_step(sizes: dict, device: torch.device, folder: Path) -> dict:
         batches.append(next(iterator))
         loader_times.append(time.perf_counter() - start)
     model = build_model("torch", sizes["variant"], 0, num_classes=scannet200().num_classes).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    step_times = []
-    for batch in [batches[0]] + batches:  # the first step warms up
-        synchronize(device)
-        start = time.perf_counter()
-        logits = model(model.backend.input_tensor(batch["coords"].to(device), batch["features"].to(device))).features
-        loss = criterion(logits, batch["labels"].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        synchronize(device)
-        step_times.append(time.perf_counter() - start)
+    step_times_s = step_times(model, batches, device)
     loader_s = statistics.median(loader_times[1:] or loader_times)  # the first batch includes worker start-up
-    step_s = statistics.median(step_times[1:])
+    step_s = statistics.median(step_times_s)
     scenes = sum(len(b["scene_ids"]) for b in batches) / len(batches)
     return {"variant": sizes["variant"], "rooms": sizes["rooms"], "voxel_size_m": sizes["voxel_size"],
             "voxels_per_batch": statistics.median(len(b["coords"]) for b in batches), "scenes_per_batch": scenes,

@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader
 
 from lgseg.config import load_config
 from lgseg.data.dataset import PointBudgetBatchSampler, collate
-from lgseg.scannet.labels import IGNORE_INDEX, scannet200
+from lgseg.scannet.labels import scannet200
 from lgseg.runs import resolve_run
 from lgseg.train.engine import build_model, make_datasets
+from step_timing import step_times
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,19 +44,9 @@ def loader_rate(dataset, sampler, workers: int, batches: int) -> tuple[float, fl
 def step_time(config, dataset, sampler, batches: int) -> float:
     model = build_model(config["model"]["backend"], config["model"]["variant"], 0,
                         num_classes=scannet200().num_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    loaded = [collate([dataset[i] for i in b]) for b, _ in zip(sampler, range(batches + 1))]
-    times = []
-    for batch in loaded:
-        start = time.perf_counter()
-        logits = model.backend.features(model(model.backend.input_tensor(batch["coords"], batch["features"])))
-        loss = criterion(logits, batch["labels"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return sum(times[1:]) / len(times[1:])
+    loaded = [collate([dataset[i] for i in b]) for b, _ in zip(sampler, range(batches))]
+    times = step_times(model, loaded)
+    return sum(times) / len(times)
 
 
 def main() -> None:

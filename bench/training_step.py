@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -53,23 +52,14 @@ def worker(batches_file: str) -> None:
     """Time every batch's step with whatever `lgseg` is on the path; prints one JSON line."""
     import torch
 
-    from lgseg.scannet.labels import IGNORE_INDEX, scannet200
+    from lgseg.scannet.labels import scannet200
     from lgseg.train.engine import build_model
+    from step_timing import step_times
 
     saved = torch.load(batches_file)
     model = build_model("torch", saved["variant"], 0, num_classes=scannet200().num_classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    criterion = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
-    times = []
-    for batch in [saved["batches"][0]] + saved["batches"]:  # the first step warms up and is not counted
-        start = time.perf_counter()
-        logits = model.backend.features(model(model.backend.input_tensor(batch["coords"], batch["features"])))
-        loss = criterion(logits, batch["labels"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"step_s": times[1:]}))
+    times = step_times(model, saved["batches"])
+    print(json.dumps({"step_s": times}))
 
 
 def run_version(src: Path, batches_file: Path, threads: int) -> list[float]:

@@ -5,9 +5,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a whole run of the script: generated rooms, a processed store, the loader
 def test_gpu_check_smoke_run_measures_every_section(tmp_path):
     out = tmp_path / "gpu.json"
     env = {k: v for k, v in os.environ.items() if k != "ME_SDIST"}
