@@ -233,9 +233,10 @@ def header(device: torch.device, smoke: bool) -> dict:
 def markdown(data: dict) -> str:
     """results/bench/gpu.md from the JSON."""
     h, sections = data["header"], data["sections"]
+    device = h.get("gpu", "no GPU: " + h["device"]) + (" (smoke run: tiny sizes)" if h["smoke"] else "")
     lines = ["# GPU check of the sparse backbone", "",
              f"Date: {h['date']}  ", f"Machine: {h['machine']}, {h['cpu_count']} CPU cores, torch {h['torch']}, "
-             f"CUDA {h['cuda']}, {h.get('gpu', 'no GPU: ' + h['device'])}{' (smoke run: tiny sizes)' if h['smoke'] else ''}  ",
+             f"CUDA {h['cuda']}, {device}  ",
              "Command: `bash bench/gpu_check.sh" + (" --smoke`" if h["smoke"] else "`"), ""]
     lines += ["## Parity (float32 against float64 on the CPU, same weights and input)", "",
               f"Relative error = max |difference| / max |reference|; pass when the device's is <= {TOLERANCE:g}.", "",
@@ -246,13 +247,12 @@ def markdown(data: dict) -> str:
             lines.append(f"| {e['variant']} | | failed: {e['error'][:200]} | | no |")
             continue
         dev = e.get("device_float32")
+        on_device = f"{dev['output']:.1e} / {dev['gradient']:.1e} ({dev['worst_gradient']})" if dev else "no device"
         lines.append(f"| {e['variant']} | {e['voxels']:,} | {e['cpu_float32']['output']:.1e} / "
-                     f"{e['cpu_float32']['gradient']:.1e} | "
-                     + (f"{dev['output']:.1e} / {dev['gradient']:.1e} ({dev['worst_gradient']})" if dev else "no device")
-                     + f" | {'yes' if e['pass'] else 'NO'} |")
+                     f"{e['cpu_float32']['gradient']:.1e} | {on_device} | {'yes' if e['pass'] else 'NO'} |")
     lines += ["", "## Speed and memory (kernel maps built in every pass)", "",
-              "| backend | voxels | precision | forward ms | forward+backward ms | voxels/s (f+b) | peak memory (f+b) |",
-              "|---|---|---|---|---|---|---|"]
+              "| backend | voxels | precision | forward ms | forward+backward ms | voxels/s (f+b) | peak memory (f+b) "
+              "|", "|---|---|---|---|---|---|---|"]
     speeds = sections.get("speed", [])
     for e in speeds:
         if "error" in e:

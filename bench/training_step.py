@@ -105,15 +105,17 @@ def main() -> None:
     ratio = statistics.median(ratios)
     rows = "\n".join(f"| {name} | {statistics.median(times):.3f} | {1 / statistics.median(times):.2f} | "
                      f"{min(times):.3f} – {max(times):.3f} |" for name, times in per_batch.items())
+    command = (f"python bench/training_step.py --baseline {args.baseline} --rounds {args.rounds} "
+               f"--batches {args.batches} --threads {args.threads}")
     text = f"""# Training step: this tree against {baseline}
 
 Date: {datetime.now().isoformat(timespec="seconds")}  
 Machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} compute thread(s)  
-Command: `python bench/training_step.py --baseline {args.baseline} --rounds {args.rounds} --batches {args.batches} --threads {args.threads}`
+Command: `{command}`
 
-{args.batches} demo train batches ({voxels / args.batches:,.0f} voxels each on average, all augmentations), the configured
-network, forward + backward + SGD; each version in its own process, taking turns over {args.rounds} rounds. Per batch
-the median over the rounds:
+{args.batches} demo train batches ({voxels / args.batches:,.0f} voxels each on average, all augmentations), the
+configured network, forward + backward + SGD; each version in its own process, taking turns over {args.rounds}
+rounds. Per batch the median over the rounds:
 
 | code | s / step (median over batches) | steps / s | fastest – slowest batch |
 |---|---|---|---|
