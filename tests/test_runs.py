@@ -170,7 +170,7 @@ def _perturbed(config, dotted, value):
     ("train.lr", 0.01, True), ("train.epochs", 3, True), ("train.voxel_size", 0.05, True),
     ("model.variant", "Res16UNet34C", True), ("losses.focal.gamma", 1.0, True),
     ("instance_sampling.count", 2, True), ("train.gpus", 2, True),
-    ("experiments.ours.train", {"lr": 0.2}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
+    ("experiments.ours.train", {"lr": 0.3}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
     ("experiments.ours.label", "Renamed", False), ("train.workers", 7, False), ("train.val_every", 5, False),
     ("train.checkpoint_every", 3, False), ("annotation.ratios", [0.05, 0.1, 0.2, 0.5, 1.0], False),
     ("reports.limited_annotations", ["scratch"], False), ("instance_clustering.radius", 2.0, False),

@@ -297,18 +297,21 @@ def _add_run_arguments(p: argparse.ArgumentParser, pretraining: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lgseg.scannet.demo import DemoSettings  # the demo's defaults
+
     parser = argparse.ArgumentParser(prog="python -m lgseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("demo-scenes", help="write the synthetic demo dataset in raw ScanNet format")
     p.add_argument("--out", required=True, help="raw folder to create (scans/, scans_test/, label tsv)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=60, help="number of train rooms")
-    p.add_argument("--val", type=int, default=20, help="number of val rooms")
-    p.add_argument("--test", type=int, default=5, help="number of test rooms (no labels)")
-    p.add_argument("--vertex-spacing", type=float, default=0.05, help="metres between mesh vertices")
-    p.add_argument("--min-objects", type=int, default=8)
-    p.add_argument("--max-objects", type=int, default=16)
+    p.add_argument("--seed", type=int, default=DemoSettings.seed)
+    p.add_argument("--train", type=int, default=DemoSettings.num_train, help="number of train rooms")
+    p.add_argument("--val", type=int, default=DemoSettings.num_val, help="number of val rooms")
+    p.add_argument("--test", type=int, default=DemoSettings.num_test, help="number of test rooms (no labels)")
+    p.add_argument("--vertex-spacing", type=float, default=DemoSettings.vertex_spacing,
+                   help="metres between mesh vertices")
+    p.add_argument("--min-objects", type=int, default=DemoSettings.objects_per_room[0])
+    p.add_argument("--max-objects", type=int, default=DemoSettings.objects_per_room[1])
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(run=_demo_scenes)
 

@@ -1,9 +1,13 @@
 """Embedded demo dataset: synthetic indoor rooms written in genuine raw ScanNet file format.
 
-Each of the 200 classes gets its own shape family, size range and colour distribution (fixed, independent of the
-demo seed); rooms are filled with objects whose classes are drawn in proportion to the label table's `count`
-column, so head, common and tail classes occur with a real long tail. Scenes take their ids from the official
-lists, so the official split lookup applies unchanged; a scene is a deterministic function of (seed, scene id).
+Class looks come from the label table alone, never from a text encoder (class_catalogue): a class's kind is its
+NYU40 class (the tsv's `nyu40class`), so chair, office chair and armchair share a shape family and differ by
+proportions and colour shifts, while distinct kinds differ in family, size and colour; the classes of the catch-all
+NYU40 classes are kinds of their own. Rooms are filled with objects whose classes are drawn in proportion to the
+label table's `count` column, so head, common and tail classes occur with a real long tail; wall-mounted objects
+stand out of the wall, and only some rooms have a (partial) ceiling, as in real scans. Scenes take their ids from
+the official lists, so the official split lookup applies unchanged; a scene is a deterministic function of (seed,
+scene id), and the catalogue is the same for every seed.
 """
 
 from __future__ import annotations
@@ -29,9 +33,54 @@ WALL_MOUNTED = {
     "doorframe", "radiator", "sign", "closet door", "calendar", "clock", "projector screen", "tv", "light switch",
     "fire alarm", "power outlet", "blackboard", "shower curtain", "paper towel dispenser", "soap dispenser",
     "toilet paper holder", "fire extinguisher", "handicap bar", "vent", "windowsill", "rail", "shower door",
+    "bathroom stall door",
 }
-FAMILIES = ("box", "cylinder", "ellipsoid", "cone", "legged", "backrest")
-NUM_STRUCTURE_OBJECTS = 6  # floor, ceiling, four walls: always the first objects of a room
+FAMILIES = ("box", "cylinder", "ellipsoid", "cone", "legged", "backrest", "shelf")
+# The look of each NYU40 kind of the label table (its `nyu40class` column): shape family, width / depth / height in
+# metres, RGB. Every class of a kind shares its family and differs by subtler cues (see class_catalogue); classes of
+# the catch-all kinds (otherprop, otherfurniture, otherstructure) are kinds of their own, with a look drawn from
+# their name. Wall-mounted looks stand >= 8 cm out of the wall, so that they show at the demo's 10 cm voxels.
+KIND_LOOKS = {
+    "wall": ("box", (1.4, 0.12, 2.2), (205, 200, 188)),  # wall, floor, ceiling themselves are the room's surfaces
+    "floor": ("box", (1.2, 1.0, 0.04), (150, 118, 84)),
+    "ceiling": ("box", (1.0, 1.0, 0.04), (236, 236, 232)),
+    "chair": ("backrest", (0.5, 0.5, 0.9), (70, 90, 150)),
+    "table": ("legged", (1.3, 0.8, 0.75), (160, 110, 60)),
+    "desk": ("legged", (1.4, 0.7, 0.75), (110, 80, 50)),
+    "door": ("box", (0.9, 0.1, 2.0), (120, 70, 40)),
+    "window": ("box", (1.2, 0.1, 1.1), (150, 200, 230)),
+    "cabinet": ("box", (0.8, 0.5, 0.9), (190, 170, 130)),
+    "counter": ("box", (1.8, 0.6, 0.9), (90, 90, 95)),
+    "bed": ("box", (1.5, 2.0, 0.55), (220, 215, 240)),
+    "sofa": ("backrest", (2.0, 0.9, 0.85), (150, 40, 45)),
+    "shelves": ("shelf", (1.0, 0.35, 1.6), (180, 180, 170)),
+    "bookshelf": ("shelf", (0.9, 0.3, 1.9), (120, 90, 60)),
+    "pillow": ("ellipsoid", (0.5, 0.35, 0.18), (240, 225, 160)),
+    "picture": ("box", (0.6, 0.08, 0.5), (200, 60, 160)),
+    "box": ("box", (0.4, 0.35, 0.35), (200, 160, 90)),
+    "refrigerator": ("box", (0.7, 0.7, 1.8), (235, 240, 245)),
+    "bag": ("ellipsoid", (0.4, 0.25, 0.4), (50, 50, 60)),
+    "sink": ("cylinder", (0.5, 0.45, 0.25), (245, 245, 250)),
+    "toilet": ("ellipsoid", (0.4, 0.65, 0.75), (250, 250, 245)),
+    "curtain": ("box", (1.4, 0.12, 2.1), (120, 160, 90)),
+    "books": ("box", (0.3, 0.22, 0.12), (60, 120, 200)),
+    "lamp": ("cone", (0.4, 0.4, 1.4), (250, 220, 120)),
+    "towel": ("box", (0.45, 0.1, 0.6), (90, 200, 200)),
+    "clothes": ("ellipsoid", (0.5, 0.4, 0.25), (170, 50, 120)),
+    "television": ("box", (1.0, 0.1, 0.6), (20, 20, 25)),
+    "night stand": ("box", (0.5, 0.4, 0.55), (140, 100, 70)),
+    "dresser": ("box", (1.2, 0.5, 1.0), (100, 60, 40)),
+    "bathtub": ("box", (0.8, 1.6, 0.55), (230, 235, 240)),
+    "whiteboard": ("box", (1.8, 0.08, 1.2), (250, 250, 250)),
+    "shower curtain": ("box", (1.2, 0.1, 1.9), (140, 210, 240)),
+    "mirror": ("box", (0.6, 0.08, 0.9), (170, 190, 200)),
+    "paper": ("box", (0.3, 0.22, 0.03), (250, 250, 240)),
+    "person": ("cylinder", (0.45, 0.3, 1.7), (200, 150, 120)),
+    "blinds": ("box", (1.2, 0.1, 1.3), (225, 215, 180)),
+    "floor mat": ("box", (1.0, 0.6, 0.03), (60, 100, 60)),
+}
+CATCH_ALL_KINDS = ("otherprop", "otherfurniture", "otherstructure")
+CEILING_FRACTION = 0.4  # rooms with a scanned ceiling patch: real scans hold little ceiling
 CATALOGUE_SEED = 2022
 UNANNOTATED_FRACTION = 0.05  # objects without any segGroup (unlabelled in ScanNet too)
 NON_BENCHMARK_FRACTION = 0.05  # objects labelled with a tsv category outside the 200 classes
@@ -40,16 +89,17 @@ NON_BENCHMARK_FRACTION = 0.05  # objects labelled with a tsv category outside th
 @dataclass(frozen=True)
 class DemoSettings:
     seed: int = 0
-    num_train: int = 60
+    num_train: int = 90
     num_val: int = 20
     num_test: int = 5
     vertex_spacing: float = 0.05  # metres between mesh vertices on flat surfaces
-    objects_per_room: tuple[int, int] = (8, 16)
-    room_size: tuple[float, float] = (3.0, 7.0)  # metres, range of each floor side
+    objects_per_room: tuple[int, int] = (15, 30)
+    room_size: tuple[float, float] = (3.0, 5.5)  # metres, range of each floor side
 
 
 @dataclass
 class ClassLook:
+    kind: str  # the NYU40 class, or the class itself for the catch-all NYU40 classes
     family: str
     size: np.ndarray  # mean width, depth, height in metres
     color: np.ndarray  # mean RGB
@@ -71,19 +121,57 @@ class DemoScene:
     instance: np.ndarray | None = None  # expected instance id per vertex
 
 
+def class_kind(name: str, nyu40_class: str) -> str:
+    """The kind a class belongs to: its NYU40 class, or the class itself in the catch-all NYU40 classes."""
+    return name if nyu40_class in CATCH_ALL_KINDS or not nyu40_class else nyu40_class
+
+
+def _name_rng(name: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+def _kind_look(kind: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """Family, size and colour of a kind: from KIND_LOOKS, else drawn from the kind's name."""
+    if kind in KIND_LOOKS:
+        family, size, color = KIND_LOOKS[kind]
+        return family, np.array(size, float), np.array(color, float)
+    rng = _name_rng(kind)
+    scale = np.exp(rng.uniform(np.log(0.2), np.log(1.4)))
+    if kind in WALL_MOUNTED:
+        family = "box"
+        size = np.array([scale * rng.uniform(0.6, 1.6), rng.uniform(0.08, 0.15), scale * rng.uniform(0.6, 1.6)])
+    else:
+        family = FAMILIES[rng.integers(len(FAMILIES))]
+        size = scale * rng.uniform(0.5, 1.5, size=3)
+    wall = np.array(KIND_LOOKS["wall"][2], float)
+    color = rng.uniform(30, 225, size=3)
+    while kind in WALL_MOUNTED and np.linalg.norm(color - wall) < 90:  # wall-mounted: clearly off the wall's colour
+        color = rng.uniform(30, 225, size=3)
+    return family, np.clip(size, 0.06, [2.2, 2.2, 2.0]), color
+
+
 @lru_cache(maxsize=1)
 def class_catalogue() -> list[ClassLook]:
-    """Shape family, mean size and mean colour of every ScanNet200 class (same for every demo seed)."""
-    rng = np.random.default_rng(CATALOGUE_SEED)
+    """Look of every ScanNet200 class, from the label table alone (the same for every demo seed).
+
+    A class takes its kind's family (class_kind, _kind_look); within a kind, classes differ by their proportions
+    (x0.8-1.25 per side) and a colour shift (sd 20 per channel), drawn from the class name.
+    """
+    table = read_label_table(resource_path(LABEL_TSV_NAME))
+    classes = scannet200()
     looks = []
-    for name in scannet200().class_names:
-        family = FAMILIES[rng.integers(len(FAMILIES))]
-        scale = np.exp(rng.uniform(np.log(0.15), np.log(1.4)))
-        size = scale * rng.uniform(0.5, 1.5, size=3)
-        if name in WALL_MOUNTED:
-            family, size = "box", np.array([scale * rng.uniform(0.6, 1.6), 0.03, scale * rng.uniform(0.6, 1.6)])
-        looks.append(ClassLook(family, np.clip(size, 0.06, [2.2, 2.2, 2.0]), rng.uniform(30, 225, size=3),
-                               name in WALL_MOUNTED))
+    for name, class_id in zip(classes.class_names, classes.class_ids):
+        kind = class_kind(name, table.nyu40_class_of_id.get(class_id, ""))
+        family, size, color = _kind_look(kind)
+        if kind != name:
+            rng = _name_rng(name)
+            size = size * rng.uniform(0.8, 1.25, size=3)
+            color = color + rng.normal(0, 20, size=3)
+        wall_mounted = name in WALL_MOUNTED or kind in WALL_MOUNTED
+        if wall_mounted:
+            size[1] = max(size[1], 0.08)
+        looks.append(ClassLook(kind, family, np.clip(size, 0.03, [2.4, 2.4, 2.2]), np.clip(color, 0, 255),
+                               wall_mounted))
     return looks
 
 
@@ -197,7 +285,22 @@ def _object_mesh(family: str, size: np.ndarray, spacing: float):
         back = max(d * 0.2, 0.03)
         return _merge([_box([-w / 2, -d / 2, 0], [w / 2, d / 2, seat], spacing),
                        _box([-w / 2, d / 2 - back, seat], [w / 2, d / 2, h], spacing)])
+    if family == "shelf":  # open front: two sides, back, bottom, top and two boards
+        t = min(0.04, w / 6, d / 4, h / 8)
+        parts = [_box([-w / 2, -d / 2, 0], [-w / 2 + t, d / 2, h], spacing),
+                 _box([w / 2 - t, -d / 2, 0], [w / 2, d / 2, h], spacing),
+                 _box([-w / 2 + t, d / 2 - t, 0], [w / 2 - t, d / 2, h], spacing)]
+        for z in np.linspace(0, h - t, 4):
+            parts.append(_box([-w / 2 + t, -d / 2, z], [w / 2 - t, d / 2 - t, z + t], spacing))
+        return _merge(parts)
     raise ValueError(f"unknown shape family {family}")
+
+
+def _without(verts, faces, hidden):
+    """The mesh less the `hidden` vertices and every face that touches one."""
+    keep = ~hidden
+    new_index = np.cumsum(keep) - 1
+    return verts[keep], new_index[faces[keep[faces].all(1)]]
 
 
 def _rotation_z(angle: float) -> np.ndarray:
@@ -227,7 +330,11 @@ def generate_scene(scene_id: str, settings: DemoSettings = DemoSettings()) -> De
     index_of = {name: i for i, name in enumerate(classes.class_names)}
     nw, nd, nh = _cells(width, sp), _cells(depth, sp), _cells(height, sp)
     add(index_of["floor"], *_grid([0, 0, 0], [width, 0, 0], [0, depth, 0], nw, nd))
-    add(index_of["ceiling"], *_grid([0, 0, height], [width, 0, 0], [0, depth, 0], nw, nd))
+    if rng.random() < CEILING_FRACTION:
+        side = rng.uniform(0.3, 0.8, size=2) * [width, depth]
+        lo = rng.uniform(0, [width, depth] - side)
+        add(index_of["ceiling"], *_grid([lo[0], lo[1], height], [side[0], 0, 0], [0, side[1], 0],
+                                        _cells(side[0], sp), _cells(side[1], sp)))
     for corner, along, n in (([0, 0, 0], [width, 0, 0], nw), ([0, depth, 0], [width, 0, 0], nw),
                              ([0, 0, 0], [0, depth, 0], nd), ([width, 0, 0], [0, depth, 0], nd)):
         add(index_of["wall"], *_grid(corner, along, [0, 0, height], n, nh))
@@ -238,6 +345,9 @@ def generate_scene(scene_id: str, settings: DemoSettings = DemoSettings()) -> De
         look = catalogue[class_index]
         size = look.size * rng.uniform(0.8, 1.2, size=3)
         verts, faces = _object_mesh(look.family, size, sp)
+        # a scan sees no face that rests on the floor, a support or the wall
+        verts, faces = _without(verts, faces, verts[:, 1] < 1e-9 - size[1] / 2 if look.wall_mounted
+                                else verts[:, 2] < 1e-9)
         if look.wall_mounted:
             wall = int(rng.integers(4))
             length = width if wall < 2 else depth
@@ -249,7 +359,7 @@ def generate_scene(scene_id: str, settings: DemoSettings = DemoSettings()) -> De
             else:
                 continue
             wall_spans[wall].append((start, 0, start + w, 1))
-            z0 = rng.uniform(0.0, max(height - size[2] - 0.1, 0.01))
+            z0 = 0.0 if size[2] > 1.6 else rng.uniform(0.0, max(height - size[2] - 0.1, 0.01))  # doors stand
             local = verts
             along = start + w / 2 + local[:, 0] * (w / size[0])
             off = local[:, 1] + size[1] / 2 + 0.005
@@ -285,6 +395,7 @@ def generate_scene(scene_id: str, settings: DemoSettings = DemoSettings()) -> De
 def _assemble(scene_id, objects, rng, choices, outside_labels) -> DemoScene:
     """Colour, over-segment and annotate the objects; hide the room behind a random axisAlignment."""
     catalogue = class_catalogue()
+    structure = {scannet200().class_names.index(name) for name in STRUCTURE}
     coords, colors, faces, segment_keys, groups, segment = [], [], [], [], [], []
     offset = 0
     for k, (class_index, verts, tri) in enumerate(objects):
@@ -295,7 +406,7 @@ def _assemble(scene_id, objects, rng, choices, outside_labels) -> DemoScene:
         colors.append(np.clip(tone + rng.normal(0, 9, size=(n, 3)), 0, 255).astype(np.uint8))
         coords.append(noisy)
         faces.append(tri + offset)
-        is_structure = k < NUM_STRUCTURE_OBJECTS
+        is_structure = class_index in structure
         cell = 0.5 if is_structure else 0.2  # coarser over-segmentation on floor, ceiling and walls
         keys = np.floor(verts / cell).astype(np.int64)
         segment_keys.append(np.column_stack([np.full(n, k), keys]))

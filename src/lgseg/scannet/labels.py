@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -60,10 +60,11 @@ def scannet200() -> ScanNet200:
 
 @dataclass(frozen=True)
 class LabelTable:
-    """The rows of `scannetv2-labels.combined.tsv` needed for ScanNet200: raw_category -> id (and count)."""
+    """The rows of `scannetv2-labels.combined.tsv` needed for ScanNet200: raw_category -> id (and count, NYU40 kind)."""
 
     raw_category_to_id: dict[str, int]
     count_of_raw_category: dict[str, int]
+    nyu40_class_of_id: dict[int, str] = field(default_factory=dict)  # '' where the tsv has no nyu40class column
 
     def class_index_of_label(self) -> dict[str, int]:
         """segGroup label string -> class index 0..199; labels outside the 200 classes are absent."""
@@ -84,6 +85,7 @@ def read_label_table(path: str | Path) -> LabelTable:
         raise DataError(path, "label table needs tab-separated columns 'raw_category' and 'id'", fix)
     to_id: dict[str, int] = {}
     counts: dict[str, int] = {}
+    nyu40: dict[int, str] = {}
     for line_number, row in enumerate(rows, start=2):
         if None in row.values() or not row["raw_category"]:  # a short row: DictReader fills missing columns with None
             raise DataError(path, f"line {line_number}: {len(rows[0]) - list(row.values()).count(None)} of "
@@ -94,7 +96,8 @@ def read_label_table(path: str | Path) -> LabelTable:
             raise DataError(path, f"line {line_number}: id '{row['id']}' is not an integer", fix) from None
         to_id.setdefault(row["raw_category"], raw_id)
         counts.setdefault(row["raw_category"], int(row.get("count") or 0))
-    return LabelTable(raw_category_to_id=to_id, count_of_raw_category=counts)
+        nyu40.setdefault(raw_id, row.get("nyu40class") or "")
+    return LabelTable(raw_category_to_id=to_id, count_of_raw_category=counts, nyu40_class_of_id=nyu40)
 
 
 def write_label_map(label_tsv: str | Path, out: str | Path) -> None:
