@@ -16,7 +16,7 @@ from conftest import layout, processed_demo_store
 from lgseg.config import load_config
 from lgseg.data.augment import DEFAULT_STEPS, augment
 from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset, collate, voxelize
-from lgseg.errors import ConfigError, DataError
+from lgseg.errors import ConfigError, DataError, TrainingDiverged
 from lgseg.models import Res16UNet
 from lgseg.runs import resolve_run
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
@@ -241,3 +241,10 @@ def test_missing_or_mismatched_init_is_a_clear_error(store):
         train(_spec(config_file), store / "runs" / "init_other")
     with pytest.raises(ConfigError, match="'experiments.nope' is missing"):
         _spec(config_file, "nope")
+
+
+def test_a_diverging_loss_stops_training_with_the_setting_to_lower(store):
+    with pytest.raises(TrainingDiverged, match=r"experiment 'scratch': the loss is (nan|inf) at epoch 1, step \d+ "
+                                               r"\(lr 1e\+30\): training diverged — lower train.lr"):
+        train(_spec(_config(store, epochs=1, lr=1e30)), store / "runs" / "diverged")
+    assert not (store / "runs" / "diverged" / "last.pt").exists()

@@ -50,7 +50,8 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     assert int(counts["run_spec"]) == 26 and int(counts["fig5"]) == 1 and int(counts["table2"]) == 1
 
 
-TINY = {"demo": {"seed": 5, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,  # seed 5: tail objects
+# seed 17: the train rooms hold tail objects (the instance bank needs one) and val has all three frequency groups
+TINY = {"demo": {"seed": 17, "num_train": 4, "num_val": 2, "num_test": 1, "vertex_spacing": 0.15,
                  "objects_per_room": [6, 10]},
         "preprocess": {"scenes_per_shard": 3, "workers": 1},
         "annotation": {"ratios": [0.5, 1.0]},  # the study: scratch and ours at 50 % (and Table 1's runs)
@@ -64,7 +65,7 @@ def demo_run(tmp_path_factory):
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     result = _run(["--cores", "2", "--configfile", str(work / "tiny.yaml")], work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    settings = DemoSettings(seed=5, num_train=4, num_val=2, num_test=1, vertex_spacing=0.15, objects_per_room=(6, 10))
+    settings = DemoSettings(seed=17, num_train=4, num_val=2, num_test=1, vertex_spacing=0.15, objects_per_room=(6, 10))
     return work, settings, result
 
 
@@ -313,7 +314,7 @@ def test_lr_change_trains_that_run_afresh(rerun):
 def test_changed_raw_label_trains_afresh(rerun):
     """The reported stale re-run: a label edited in a raw scene, the pipeline re-run from preprocessing."""
     work, run = rerun
-    scene = demo_scene_ids(DemoSettings(seed=5, num_train=4, num_val=2, num_test=1, vertex_spacing=0.15,
+    scene = demo_scene_ids(DemoSettings(seed=17, num_train=4, num_val=2, num_test=1, vertex_spacing=0.15,
                                         objects_per_room=(6, 10)))["train"][0]
     aggregation = work / "data" / "raw" / "demo" / "scans" / scene / f"{scene}.aggregation.json"
     content = json.loads(aggregation.read_text())

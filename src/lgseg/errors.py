@@ -18,3 +18,7 @@ class DataError(ValueError):
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite; the message names the run, the step and the setting to lower."""

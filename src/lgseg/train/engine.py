@@ -24,7 +24,7 @@ from lgseg.data.augment import DEFAULT_STEPS
 from lgseg.data.dataset import PointBudgetBatchSampler, SceneDataset
 from lgseg.data.instance_bank import read_instance_bank
 from lgseg.data.instance_sampling import InstanceSampling
-from lgseg.errors import DataError
+from lgseg.errors import DataError, TrainingDiverged
 from lgseg.evaluate.inference import network_outputs, validation_metrics
 from lgseg.fileio import write_text
 from lgseg.models import Res16UNet
@@ -193,6 +193,10 @@ def _train(spec: RunSpec, run_dir: Path, options: dict, fresh: bool, device: tor
                 with torch.autocast(device.type, enabled=use_amp):
                     outputs = network_outputs(model, net.backend, batch, device)
                     loss = distributed.global_mean_loss(*objective.loss(outputs, batch))
+                if not torch.isfinite(loss):  # the global mean: every process stops here together
+                    raise TrainingDiverged(f"{spec.kind} '{spec.name}': the loss is {loss.item()} at epoch "
+                                           f"{epoch + 1}, step {int(sums['steps']) + 1} (lr {train_cfg['lr']}): "
+                                           "training diverged — lower train.lr, or this run's train.lr override")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
