@@ -81,7 +81,6 @@ KIND_LOOKS = {
 }
 CATCH_ALL_KINDS = ("otherprop", "otherfurniture", "otherstructure")
 CEILING_FRACTION = 0.4  # rooms with a scanned ceiling patch: real scans hold little ceiling
-CATALOGUE_SEED = 2022
 UNANNOTATED_FRACTION = 0.05  # objects without any segGroup (unlabelled in ScanNet too)
 NON_BENCHMARK_FRACTION = 0.05  # objects labelled with a tsv category outside the 200 classes
 
