@@ -167,7 +167,7 @@ def _perturbed(config, dotted, value):
 
 
 @pytest.mark.parametrize("key, value, changes", [
-    ("train.lr", 0.01, True), ("train.epochs", 3, True), ("train.voxel_size", 0.05, True),
+    ("train.lr", 0.01, True), ("train.max_grad_norm", 5.0, True), ("train.epochs", 3, True), ("train.voxel_size", 0.05, True),
     ("model.variant", "Res16UNet34C", True), ("losses.focal.gamma", 1.0, True),
     ("instance_sampling.count", 2, True), ("train.gpus", 2, True),
     ("experiments.ours.train", {"lr": 0.3}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
@@ -185,6 +185,14 @@ def test_identity_settings_change_exactly_with_what_changes_the_weights(key, val
     assert (before.settings != after.settings) is changes
     # what is not identity but still used travels in `options` (backend, workers, val_every, checkpoint_every)
     assert before.to_json() != after.to_json() or not changes
+
+
+def test_an_unset_max_grad_norm_leaves_the_identity_as_before_the_key_existed():
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    for value, expected in ((None, "absent"), (3.0, 3.0)):
+        spec = resolve_run(validate_config(_perturbed(base, "train.max_grad_norm", value), SCHEMA_PATH),
+                           "experiment", "scratch")
+        assert spec.settings["train"].get("max_grad_norm", "absent") == expected
 
 
 def test_language_pretraining_reads_the_anchors_and_the_spec_file_round_trips(store):

@@ -22,7 +22,7 @@ from lgseg.runs import resolve_run
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.sparse import get_backend
 from lgseg.train.checkpoint import load_checkpoint, load_matching_weights, save_checkpoint
-from lgseg.train.engine import train
+from lgseg.train.engine import build_model, train
 
 SETTINGS = DemoSettings(seed=2, num_train=3, num_val=1, num_test=0, vertex_spacing=0.15, objects_per_room=(5, 8))
 
@@ -71,6 +71,17 @@ def test_augmentation_is_reproducible_and_changes_the_scene():
     assert a[1].min() >= 0 and a[1].max() <= 255
     extent = np.ptp(a[0], axis=0)
     assert np.all(extent > 1.5) and np.all(extent < 6)  # distorted and scaled, still a room-sized cloud
+
+
+def test_a_step_without_parameters_takes_the_papers():
+    coord, color = np.random.default_rng(5).random((200, 3)) * 3, np.full((200, 3), 100.0)
+    bare = augment(coord, color, [{"name": "scale"}, {"name": "chromatic_jitter"}], np.random.default_rng(6))
+    spelled = augment(coord, color, [{"name": "scale", "low": 0.9, "high": 1.1},  # docs/method.md: the LGS values
+                                     {"name": "chromatic_jitter", "p": 0.95, "std": 0.05}], np.random.default_rng(6))
+    np.testing.assert_array_equal(bare[0], spelled[0])
+    np.testing.assert_array_equal(bare[1], spelled[1])
+    halved = augment(coord, color, [{"name": "scale", "low": 0.5, "high": 0.5}], np.random.default_rng(6))
+    np.testing.assert_allclose(halved[0], coord * 0.5)  # a given parameter wins
 
 
 def test_rotation_keeps_distances():
@@ -248,3 +259,17 @@ def test_a_diverging_loss_stops_training_with_the_setting_to_lower(store):
                                                r"\(lr 1e\+30\): training diverged — lower train.lr"):
         train(_spec(_config(store, epochs=1, lr=1e30)), store / "runs" / "diverged")
     assert not (store / "runs" / "diverged" / "last.pt").exists()
+
+
+def test_gradient_clipping_bounds_every_step_so_a_huge_lr_does_not_diverge(store):
+    # lr 1e30 diverges unclipped (above); clipped to norm c, SGD's momentum buffer (momentum 0.9, dampening 0.1)
+    # stays below 10 c, so after n steps the weights have moved by at most n * lr * 10 c in L2 norm
+    lr, max_norm = 1e30, 1e-36
+    spec = _spec(_config(store, epochs=1, lr=lr, max_grad_norm=max_norm, weight_decay=0.0))
+    train(spec, store / "runs" / "clipped")
+    state = load_checkpoint(store / "runs" / "clipped" / "last.pt")
+    initial = build_model("torch", spec.settings["model"]["variant"], spec.settings["train"]["seed"],
+                          **state["model_args"]).named_parameters()
+    moved = torch.cat([(state["model"][name] - value.detach()).flatten() for name, value in initial]).norm()
+    steps = SETTINGS.num_train  # at most one step per train scene
+    assert 0 < moved <= steps * lr * 10 * max_norm

@@ -30,8 +30,9 @@ SECTIONS = {PRETRAINING: "pretraining", FINETUNING: "experiments"}
 OBJECTIVE_KEY = {PRETRAINING: "method", FINETUNING: "loss"}
 # train.* keys that change the weights (a run may override each); the others only change how it runs
 # (plus the keys of its `train.scheduler`, lgseg.train.schedules)
-TRAIN_IDENTITY = ("voxel_size", "epochs", "batch_size", "max_points", "lr", "momentum", "dampening", "weight_decay",
-                  "seed", "augmentations", "amp", "scheduler")
+TRAIN_IDENTITY = ("voxel_size", "epochs", "batch_size", "max_points", "lr", "max_grad_norm", "momentum", "dampening",
+                  "weight_decay", "seed", "augmentations", "amp", "scheduler")
+IDENTITY_WHEN_SET = ("max_grad_norm",)  # left out while null, so runs from before the key keep their identity
 TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
 MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
 SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
@@ -175,6 +176,7 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
                           f"(e.g. its pre-training) or remove it")
     train = _effective(config["train"], entry["train"], TRAIN_IDENTITY)
     train.update(_effective(config["train"], entry["train"], SCHEDULES[train["scheduler"]].reads))
+    train = {key: value for key, value in train.items() if value is not None or key not in IDENTITY_WHEN_SET}
     ratio = entry["annotation_ratio"]
     settings = {
         "objective": objective.name,

@@ -105,10 +105,13 @@ STEPS = {f.__name__: f for f in (elastic_distortion, rotate, scale, flip, chroma
                                  chromatic_translation, chromatic_jitter)}
 
 
+PAPER_PARAMETERS = {step["name"]: {k: v for k, v in step.items() if k != "name"} for step in DEFAULT_STEPS}
+
+
 def augment(coord: np.ndarray, color: np.ndarray, steps: list[dict], rng: np.random.Generator):
-    """Apply the configured steps in order."""
+    """Apply the configured steps in order; a parameter a step leaves out takes the paper's value."""
     coord, color = coord.astype(np.float64), color.astype(np.float64)
     for step in steps:
-        params = {k: v for k, v in step.items() if k != "name"}
+        params = {**PAPER_PARAMETERS[step["name"]], **{k: v for k, v in step.items() if k != "name"}}
         coord, color = STEPS[step["name"]](coord, color, rng, **params)
     return coord, color

@@ -55,7 +55,8 @@ def sample_negatives(labels: torch.Tensor, num_classes: int, num_negatives: int 
 def cosine_to_anchors(features: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """[N, C] cosine similarity of every feature to every anchor, in float32."""
     with _float32(features.device):
-        return F.normalize(features.float(), dim=1) @ F.normalize(anchors.float(), dim=1).T
+        points = features.float()  # dot products over the norms: no normalised copy of the features is made
+        return (points @ F.normalize(anchors.float(), dim=1).T) / points.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def anchor_predictions(features: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -98,9 +99,13 @@ def language_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, anch
         if (negatives == y[:, None]).any():
             raise ConfigError("negatives: a negative equals the point's own class")
     with _float32(features.device):
-        cosine = cosine_to_anchors(features[labelled], anchors)
-        pos_distance = 1.0 - cosine.gather(1, y[:, None]).squeeze(1)
-        neg_distance = 1.0 - cosine.gather(1, negatives).mean(dim=1)
+        # the features' dot products with the unit anchors, divided by the features' norms, are their cosines: no
+        # normalised copy of the features (and its backward) is made
+        points = features[labelled].float()
+        dots = points @ F.normalize(anchors.float(), dim=1).T
+        inverse_norm = 1.0 / points.norm(dim=1).clamp_min(1e-12)  # F.normalize's eps
+        pos_distance = 1.0 - dots.gather(1, y[:, None]).squeeze(1) * inverse_norm
+        neg_distance = 1.0 - dots.gather(1, negatives).mean(dim=1) * inverse_norm
         per_point = F.relu(pos_distance - pos_threshold) + neg_weight * F.relu(neg_threshold - neg_distance)
         if reduction == "mean_all":
             return per_point.sum() / max(labels.numel(), 1)
