@@ -62,41 +62,62 @@ def worker(batches_file: str) -> None:
     print(json.dumps({"step_s": times}))
 
 
-def run_version(src: Path, batches_file: Path, threads: int) -> list[float]:
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, __file__, "--worker", str(batches_file)], env=env, check=True,
+def extract_baseline(revision: str, into: Path) -> tuple[str, Path]:
+    """(short hash of `revision`, its `src/` extracted under `into` with git archive)."""
+    short = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", revision],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", short, "src"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return short, into / "src"
+
+
+def run_worker(src: Path, batches_file: Path, threads: int):
+    """Run this script's --worker on `batches_file` with the `lgseg` of `src`; its last JSON line."""
+    env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{Path(__file__).parent}", OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, sys.argv[0], "--worker", str(batches_file)], env=env, check=True,
                          capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["step_s"]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def comparison_arguments(description: str, baseline: str, batches: int, report: str) -> argparse.Namespace:
+    """The command line of a this-tree-against-a-baseline benchmark (this one and bench/pretraining_losses.py)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", help="git revision of the earlier code", default=baseline)
+    parser.add_argument("--config", default=str(PROJECT_ROOT / "config.yaml"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=batches)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "results" / "bench" / report))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def take_turns(args: argparse.Namespace, describe) -> tuple[str, int, dict[str, list]]:
+    """The baseline's short hash, the saved batches' voxels and, per version (baseline first, then this tree), its
+    worker's result of every round, the versions taking turns; `describe(result)` is printed after each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        baseline, baseline_src = extract_baseline(args.baseline, tmp)
+        voxels = save_batches(args.config, args.batches, tmp / "batches.pt")
+        versions = {f"{baseline} (baseline)": baseline_src, "this tree": PROJECT_ROOT / "src"}
+        rounds = {name: [] for name in versions}
+        for round_ in range(args.rounds):
+            for name, src in versions.items():
+                rounds[name].append(run_worker(src, tmp / "batches.pt", args.threads))
+                print(f"round {round_ + 1}: {name}: {describe(rounds[name][-1])}", flush=True)
+    return baseline, voxels, rounds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", help="git revision of the earlier code", default="30d491a")
-    parser.add_argument("--config", default=str(PROJECT_ROOT / "config.yaml"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "results" / "bench" / "training_step.md"))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = comparison_arguments(__doc__, "30d491a", 8, "training_step.md")
     if args.worker:
         worker(args.worker)
         return
-    baseline = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", args.baseline],
-                              check=True, capture_output=True, text=True).stdout.strip()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", baseline, "src"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-        voxels = save_batches(args.config, args.batches, tmp / "batches.pt")
-        versions = {f"{baseline} (baseline)": tmp / "src", "this tree": PROJECT_ROOT / "src"}
-        rounds = {name: [] for name in versions}  # per round, the step time of every batch
-        for round_ in range(args.rounds):
-            for name, src in versions.items():
-                rounds[name].append(run_version(src, tmp / "batches.pt", args.threads))
-                median = statistics.median(rounds[name][-1])
-                print(f"round {round_ + 1}: {name}: median {median:.3f} s/step", flush=True)
+    baseline, voxels, results = take_turns(
+        args, lambda result: f"median {statistics.median(result['step_s']):.3f} s/step")
+    rounds = {name: [result["step_s"] for result in runs] for name, runs in results.items()}
     # per batch the median over rounds; the ratio of the two versions batch by batch, so that batches of different
     # sizes and a round on a busier machine weigh alike
     per_batch = {name: [statistics.median(times) for times in zip(*runs)] for name, runs in rounds.items()}
