@@ -167,7 +167,8 @@ def _perturbed(config, dotted, value):
 
 
 @pytest.mark.parametrize("key, value, changes", [
-    ("train.lr", 0.01, True), ("train.max_grad_norm", 5.0, True), ("train.epochs", 3, True), ("train.voxel_size", 0.05, True),
+    ("train.lr", 0.01, True), ("train.max_grad_norm", 5.0, True), ("train.epochs", 3, True),
+    ("train.voxel_size", 0.05, True),
     ("model.variant", "Res16UNet34C", True), ("losses.focal.gamma", 1.0, True),
     ("instance_sampling.count", 2, True), ("train.gpus", 2, True),
     ("experiments.ours.train", {"lr": 0.3}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),

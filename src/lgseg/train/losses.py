@@ -52,11 +52,18 @@ def sample_negatives(labels: torch.Tensor, num_classes: int, num_negatives: int 
     return draw + (draw >= labels[:, None]).long()
 
 
+def _anchor_dots(features: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, C] dot products of the features with the unit anchors, [N] inverse feature norms), in float32 (call
+    inside `_float32`): their product is the cosine, without a normalised copy of the features (or its backward)."""
+    points = features.float()
+    return points @ F.normalize(anchors.float(), dim=1).T, 1.0 / points.norm(dim=1).clamp_min(1e-12)  # normalize's eps
+
+
 def cosine_to_anchors(features: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """[N, C] cosine similarity of every feature to every anchor, in float32."""
     with _float32(features.device):
-        points = features.float()  # dot products over the norms: no normalised copy of the features is made
-        return (points @ F.normalize(anchors.float(), dim=1).T) / points.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        dots, inverse_norm = _anchor_dots(features, anchors)
+        return dots * inverse_norm[:, None]
 
 
 def anchor_predictions(features: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -99,11 +106,7 @@ def language_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, anch
         if (negatives == y[:, None]).any():
             raise ConfigError("negatives: a negative equals the point's own class")
     with _float32(features.device):
-        # the features' dot products with the unit anchors, divided by the features' norms, are their cosines: no
-        # normalised copy of the features (and its backward) is made
-        points = features[labelled].float()
-        dots = points @ F.normalize(anchors.float(), dim=1).T
-        inverse_norm = 1.0 / points.norm(dim=1).clamp_min(1e-12)  # F.normalize's eps
+        dots, inverse_norm = _anchor_dots(features[labelled], anchors)  # scaled after the gather: [N] not [N, C]
         pos_distance = 1.0 - dots.gather(1, y[:, None]).squeeze(1) * inverse_norm
         neg_distance = 1.0 - dots.gather(1, negatives).mean(dim=1) * inverse_norm
         per_point = F.relu(pos_distance - pos_threshold) + neg_weight * F.relu(neg_threshold - neg_distance)
