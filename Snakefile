@@ -40,6 +40,12 @@ rule all:
         [str(LAYOUT.mask(ratio)) for ratio in RATIOS],
         [run_path("experiment", name, METRICS) for name in EXPERIMENTS],
         [str(LAYOUT.figure("fig5_limited_annotations.png"))] if STUDY_RUNS else [],
+        [str(LAYOUT.figure("fig7_tsne.png"))] if TSNE_PANELS else [],
+        [
+            str(LAYOUT.figure(f"{figure}.png"))
+            for figure, (group, _) in QUALITATIVE_FIGURES.items()
+            if REPORTS[group]
+        ],
 
 
 onerror:

@@ -49,10 +49,10 @@ def _config(root, lr=0.05):
         "train": {"voxel_size": 0.2, "epochs": 2, "workers": 0, "milestones": [10], "batch_size": 2, "lr": lr,
                   "augmentations": []},
         "instance_sampling": {"groups": ["head", "common", "tail"], "count": 2},
-        "pretraining": {"lang": {"train": {"epochs": 4}}},
+        "pretraining": {"lang": {"train": {"epochs": 4}}}, "figures": {"tsne": {"pretrainings": []}},
         "experiments": {"ours": {"label": "Ours", "pretraining": "lang", "loss": "focal",
                                  "instance_sampling": True}},
-        "reports": {"table1": ["ours"], "limited_annotations": [], "table2": []}}))
+        "reports": {"table1": ["ours"], "limited_annotations": [], "table2": [], "fig6": [], "fig8": []}}))
     return load_config([path])
 
 

@@ -44,10 +44,11 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     assert int(counts["preprocess"]) == 31  # 1513 scenes / 50 per shard, not one job per scene
     assert int(counts["annotation_masks"]) == 3 and int(counts["check_raw"]) == 1
     # Table 1 (3 pre-trainings, 7 fine-tunings), the study's runs at 5, 10, 50 % (3 language pre-trainings, CSC's
-    # shared; 3 rows x 3 fine-tunings; 100 % are Table 1's) and Table 2's 4 instance fine-tunings; the
-    # positives-only pre-training is no artifact's yet
-    assert int(counts["pretrain"]) == 6 and int(counts["train"]) == 20 and int(counts["instance_bank"]) == 4
-    assert int(counts["run_spec"]) == 26 and int(counts["fig5"]) == 1 and int(counts["table2"]) == 1
+    # shared; 3 rows x 3 fine-tunings; 100 % are Table 1's), Table 2's 4 instance fine-tunings and Fig. 7's
+    # positives-only pre-training
+    assert int(counts["pretrain"]) == 7 and int(counts["train"]) == 20 and int(counts["instance_bank"]) == 4
+    assert int(counts["run_spec"]) == 27 and int(counts["fig5"]) == 1 and int(counts["table2"]) == 1
+    assert int(counts["fig7"]) == 1
 
 
 # seed 17: the train rooms hold tail objects (the instance bank needs one) and val has all three frequency groups
@@ -147,6 +148,15 @@ def test_demo_run_makes_the_limited_annotation_study(demo_run):
     assert pretraining["spec"]["settings"]["annotation_ratio"] == 0.5 and "mask" in pretraining["identity"]["content"]
     figure = work / "results" / "figures" / "fig5_limited_annotations.png"
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_run_draws_fig7_from_the_four_pretrainings(demo_run):
+    work, _, _ = demo_run
+    assert (work / "results" / "figures" / "fig7_tsne.png").read_bytes()[:4] == b"\x89PNG"
+    log = (work / "logs" / "demo" / "fig7.log").read_text()
+    counts = {label: int(n) for label, n in re.findall(r"^(.+): (\d+) points", log, flags=re.M)}
+    assert list(counts) == ["CSC (scene views)", "SupCon", "Ours (positives only)", "Ours"]
+    assert len(set(counts.values())) == 1  # the same sample in every panel
 
 
 def test_demo_run_logs_progress_and_is_complete(demo_run):

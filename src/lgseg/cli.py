@@ -161,23 +161,15 @@ def _train(args) -> None:
 def _run_model(args, spec, split: str, instance_targets: bool = False):
     """The run's best model and a dataset of `split` (no augmentation; with instance targets if asked)."""
     from lgseg.paths import BEST
-    from lgseg.train.checkpoint import load_checkpoint
-    from lgseg.train.engine import build_model, device_for_training, split_dataset
+    from lgseg.train.engine import device_for_training, load_network, split_dataset
 
     path = Path(args.checkpoint) if args.checkpoint else Path(args.run_dir or spec.run_dir) / BEST
     device = device_for_training()
-    variant = spec.settings["model"]["variant"]
-    state = load_checkpoint(path, map_location=device, variant=variant)
-    if state["model_args"]["num_classes"] is None:
+    model = load_network(spec, path, device)
+    if model.final is None:
         raise DataError(path, "is a pre-training checkpoint (features, no class head)",
                         "evaluate a fine-tuned run (an experiment) instead")
-    model = build_model(spec.options["backend"], variant, 0, **state["model_args"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:  # one of ours of another variant
-        raise DataError(path, f"does not fit {variant}: {' '.join(str(err).split())[:300]}",
-                        "evaluate it with the model.variant it was trained with") from None
-    return model.to(device), split_dataset(spec, split, instance_targets=instance_targets), device
+    return model, split_dataset(spec, split, instance_targets=instance_targets), device
 
 
 def _needs_offset_head(args, spec, model) -> None:
@@ -283,6 +275,25 @@ def _plot_limited_annotations(args) -> None:
     from lgseg.report.figures import plot_limited_annotations
 
     plot_limited_annotations(pd.read_csv(args.table), args.out, args.title)
+
+
+def _plot_tsne(args) -> None:
+    from lgseg.report.tsne import write_fig7
+    from lgseg.runs import RunSpec
+
+    runs = [(label, RunSpec.from_file(spec)) for label, spec in args.runs]
+    for record in write_fig7(runs, args.classes, args.points_per_class, args.seed, args.pca_dims, args.perplexity,
+                             args.out, args.title):
+        print(f"{record['label']}: {record['points']} points, {record['dims']}-d after PCA, "
+              f"kNN accuracy {100 * record['knn_accuracy']:.1f} %", file=sys.stderr)
+
+
+def _plot_qualitative(args) -> None:
+    from lgseg.report.qualitative import write_qualitative
+    from lgseg.runs import RunSpec
+
+    runs = [(label, RunSpec.from_file(spec)) for label, spec in args.runs]
+    write_qualitative(runs, args.scenes, args.task, args.max_height, args.panel_width, args.out, args.title)
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, pretraining: bool) -> None:
@@ -447,6 +458,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="png to write")
     p.add_argument("--title", default="")
     p.set_defaults(run=_plot_limited_annotations)
+
+    p = commands.add_parser("plot-qualitative", help="Figs. 6 / 8: renders of val scenes, ground truth and predictions")
+    p.add_argument("--task", required=True, choices=["semantic", "instance"], help="Fig. 6: semantic; Fig. 8: instance")
+    p.add_argument("--run", dest="runs", nargs=2, action="append", required=True, metavar=("LABEL", "SPEC"),
+                   help="column label and the experiment's run specification JSON (repeat; columns in order)")
+    p.add_argument("--scenes", nargs="+", required=True, help="val scene ids, two rows (top, oblique) each")
+    p.add_argument("--max-height", type=float, required=True, help="metres above the lowest vertex that are drawn")
+    p.add_argument("--panel-width", type=int, required=True, help="pixels per panel side")
+    p.add_argument("--out", required=True, help="png to write")
+    p.add_argument("--title", default="")
+    p.set_defaults(run=_plot_qualitative)
+
+    p = commands.add_parser("plot-tsne", help="Fig. 7: t-SNE of pre-trained features on a class-balanced val sample")
+    p.add_argument("--run", dest="runs", nargs=2, action="append", required=True, metavar=("LABEL", "SPEC"),
+                   help="panel label and the pre-training's run specification JSON (repeat; panels in order)")
+    p.add_argument("--classes", nargs="+", required=True, help="ScanNet200 class names to sample")
+    p.add_argument("--points-per-class", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--pca-dims", type=int, required=True)
+    p.add_argument("--perplexity", type=float, required=True)
+    p.add_argument("--out", required=True, help="png to write")
+    p.add_argument("--title", default="")
+    p.set_defaults(run=_plot_tsne)
 
     p = commands.add_parser("instance-bank", help="tail-class instances of the train scenes + sampling weights (.npz)")
     p.add_argument("--processed", required=True, help="processed store root")

@@ -102,7 +102,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 def _check_runs(config: dict) -> None:
     """Cross-references the schema cannot express: objectives, pre-trainings and report rows that exist, the
     CLIP file, the runs of the limited-annotation study."""
-    from lgseg.runs import REPORT_TASKS, SECTIONS, resolve_run, run_entries
+    from lgseg.runs import REPORT_TASKS, SECTIONS, resolve_run, run_entries, tsne_panels
     from lgseg.train.objectives import OBJECTIVES
 
     if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
@@ -119,6 +119,7 @@ def _check_runs(config: dict) -> None:
             if run.get("pretraining") is not None and run.get("init") is not None:
                 raise ConfigError(f"config key '{key}.init': give either init or pretraining, not both")
             resolve_run(config, kind, name)  # a registered objective of the right stage
+    tsne_panels(config)  # Fig. 7's pre-trainings exist
     for group, names in config["reports"].items():
         for name in names:
             if name not in config["experiments"]:

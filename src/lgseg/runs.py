@@ -37,7 +37,8 @@ TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
 MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
 SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
 STUDY = "limited_annotations"  # the report group whose experiments run at every annotation.ratios fraction
-REPORT_TASKS = {"table1": "semantic", STUDY: "semantic", "table2": "instance"}  # what each group's rows are
+REPORT_TASKS = {"table1": "semantic", STUDY: "semantic", "table2": "instance", "fig6": "semantic",
+                "fig8": "instance"}  # what each group's rows are
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,17 @@ def report_groups(config: dict) -> dict[str, list[str]]:
     groups = {group: list(names) for group, names in config["reports"].items()}
     groups[STUDY] = [run for _, _, run in study_runs(config)]
     return groups
+
+
+def tsne_panels(config: dict) -> list[tuple[str, str]]:
+    """(label, pre-training) of Fig. 7's panels in order (config `figures.tsne`; ConfigError naming an unknown run)."""
+    panels = []
+    for name in config["figures"]["tsne"]["pretrainings"]:
+        if name not in config[SECTIONS[PRETRAINING]]:
+            raise ConfigError(f"config key 'figures.tsne.pretrainings': {name!r} is not defined under "
+                              f"'{SECTIONS[PRETRAINING]}' ({', '.join(config[SECTIONS[PRETRAINING]])})")
+        panels.append((config[SECTIONS[PRETRAINING]][name].get("label", name), name))
+    return panels
 
 
 def _effective(defaults: dict, overrides: dict, keys: tuple[str, ...]) -> dict:

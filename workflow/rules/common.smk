@@ -11,6 +11,7 @@ from lgseg.runs import (
     resolve_run,
     run_names,
     study_runs,
+    tsne_panels,
 )
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.scannet.splits import official_scene_lists
@@ -94,6 +95,8 @@ REPORTS = report_groups(config)
 STUDY_RUNS = study_runs(
     config
 )  # (row, ratio, experiment run) of the limited-annotation study
+TSNE = config["figures"]["tsne"]
+TSNE_PANELS = tsne_panels(config)  # (label, pre-training) of Fig. 7
 
 
 def run_path(kind, name, filename):

@@ -115,3 +115,88 @@ rule fig5:
     shell:
         "python -m lgseg plot-limited-annotations --table {input} --out {output} --title '{params.title}'"
         " 2> {log}"
+
+
+rule fig7:
+    input:
+        summaries=[run_path("pretraining", name, SUMMARY) for _, name in TSNE_PANELS],
+        specs=[spec_path("pretraining", name) for _, name in TSNE_PANELS],
+    output:
+        report(
+            str(LAYOUT.figure("fig7_tsne.png")),
+            caption="../report/fig7.rst",
+            category="Results",
+        ),
+    log:
+        f"{LOGS}/fig7.log",
+    benchmark:
+        f"{LOGS}/fig7.benchmark.tsv"
+    conda:
+        TRAIN_ENV
+    threads: max(1, config["train"]["workers"])
+    params:
+        # one static value, so a renamed label re-runs this rule (params trigger)
+        runs=" ".join(
+            f"--run {label!r} {spec_path('pretraining', name)}"
+            for label, name in TSNE_PANELS
+        ),
+        classes=" ".join(repr(name) for name in TSNE["classes"]),
+        sampling=(
+            f"--points-per-class {TSNE['points_per_class']} --seed {TSNE['seed']}"
+            f" --pca-dims {TSNE['pca_dims']} --perplexity {TSNE['perplexity']}"
+        ),
+        title=f"Fig. 7 ({DATASET}): t-SNE of pre-trained features, val vertices",
+    shell:
+        "OMP_NUM_THREADS={threads} python -m lgseg plot-tsne {params.runs} --classes {params.classes}"
+        " {params.sampling} --out {output} --title '{params.title}' 2> {log}"
+
+
+# Fig. 6 (semantic) and Fig. 8 (instance): the same scenes, the runs of their report groups
+QUALITATIVE = config["figures"]["qualitative"]
+QUALITATIVE_FIGURES = {
+    "fig6_qualitative": ("fig6", "semantic"),
+    "fig8_instances": ("fig8", "instance"),
+}
+
+
+rule qualitative_figure:
+    input:
+        summaries=lambda w: [
+            run_path("experiment", e, SUMMARY)
+            for e in REPORTS[QUALITATIVE_FIGURES[w.figure][0]]
+        ],
+        specs=lambda w: [
+            spec_path("experiment", e)
+            for e in REPORTS[QUALITATIVE_FIGURES[w.figure][0]]
+        ],
+    output:
+        report(
+            str(LAYOUT.figure("{figure}.png")),
+            caption="../report/qualitative.rst",
+            category="Results",
+        ),
+    log:
+        f"{LOGS}/{{figure}}.log",
+    benchmark:
+        f"{LOGS}/{{figure}}.benchmark.tsv"
+    wildcard_constraints:
+        figure="|".join(QUALITATIVE_FIGURES),
+    conda:
+        TRAIN_ENV
+    threads: max(1, config["train"]["workers"])
+    params:
+        task=lambda w: QUALITATIVE_FIGURES[w.figure][1],
+        # one static value, so a renamed label re-runs this rule (params trigger)
+        runs=lambda w: " ".join(
+            f"--run {experiment_label(e)!r} {spec_path('experiment', e)}"
+            for e in REPORTS[QUALITATIVE_FIGURES[w.figure][0]]
+        ),
+        scenes=" ".join(QUALITATIVE["scenes"]),
+        drawing=f"--max-height {QUALITATIVE['max_height']} --panel-width {QUALITATIVE['panel_width']}",
+        title=lambda w: (
+            f"Fig. {QUALITATIVE_FIGURES[w.figure][0][3:]} ({DATASET}):"
+            f" {QUALITATIVE_FIGURES[w.figure][1]} segmentation of val scenes"
+        ),
+    shell:
+        "OMP_NUM_THREADS={threads} python -m lgseg plot-qualitative --task {params.task} {params.runs}"
+        " --scenes {params.scenes} {params.drawing} --out {output} --title '{params.title}' 2> {log}"

@@ -130,6 +130,19 @@ def _evaluate_deps(job: Job, config: dict, g: dict) -> list[str]:
     return [split_dir(spec.processed, "val").as_posix()]  # + best.pt: every run's summary brings it
 
 
+def _val_store_of(kind: str, name: str, g: dict) -> list[str]:
+    """The val scenes of a run's processed store (a figure's runs read it; best.pt comes with each summary)."""
+    from lgseg.paths import split_dir
+
+    return [split_dir(g["RUN_SPECS"][(kind, name)].processed, "val").as_posix()]
+
+
+def _qualitative_params(job: Job, config: dict, g: dict) -> list[str]:
+    group = g["QUALITATIVE_FIGURES"][job.wildcards["figure"]][0]
+    return ["dataset.name", "figures.qualitative", f"reports.{group}"] + [
+        f"experiments.{e}.label" for e in config["reports"][group]]
+
+
 def _table_params(config: dict, group: str) -> list[str]:
     """A table's rule reads the dataset name, its report group and the labels of the group's runs."""
     return ["dataset.name", f"reports.{group}"] + [f"experiments.{e}.label" for e in config["reports"][group]]
@@ -162,6 +175,13 @@ RULES: dict[str, RuleSpec] = {
                                     [f"experiments.{e}.label" for e in c["reports"]["limited_annotations"]]),
     "fig5": RuleSpec(params=("dataset.name",)),
     "figure_class_distribution": RuleSpec(),
+    "fig7": RuleSpec(params=lambda j, c, g: ["dataset.name", "figures.tsne"] +
+                     [f"pretraining.{name}.label" for _, name in g["TSNE_PANELS"]],
+                     deps=lambda j, c, g: _val_store_of("pretraining", g["TSNE_PANELS"][0][1], g)),
+    "qualitative_figure": RuleSpec(
+        params=_qualitative_params,
+        deps=lambda j, c, g: _val_store_of(
+            "experiment", c["reports"][g["QUALITATIVE_FIGURES"][j.wildcards["figure"]][0]][0], g)),
 }
 SKIP_RULES = {"all"}
 

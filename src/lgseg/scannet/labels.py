@@ -58,6 +58,18 @@ def scannet200() -> ScanNet200:
     )
 
 
+@lru_cache(maxsize=1)
+def scannet200_palette() -> tuple[tuple[int, int, int], ...]:
+    """The benchmark's RGB colour (0-255) of each class, in class index order (scannet200_colors.tsv)."""
+    path = resource_path("scannet200_colors.tsv")
+    with open(path, newline="") as f:
+        rows = {int(r["id"]): (int(r["r"]), int(r["g"]), int(r["b"])) for r in csv.DictReader(f, delimiter="\t")}
+    missing = [i for i in scannet200().class_ids if i not in rows]
+    if missing:
+        raise DataError(path, f"no colour for class ids {missing[:5]}", "restore the bundled file")
+    return tuple(rows[i] for i in scannet200().class_ids)
+
+
 @dataclass(frozen=True)
 class LabelTable:
     """The rows of `scannetv2-labels.combined.tsv` needed for ScanNet200: raw_category -> id (and count, NYU40 kind)."""

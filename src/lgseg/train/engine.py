@@ -48,6 +48,20 @@ def build_model(backend: str, variant: str, seed: int, num_classes: int | None,
                      embedding_dim=embedding_dim, offset_head=offset_head)
 
 
+def load_network(spec: RunSpec, path: str | Path, device: torch.device) -> Res16UNet:
+    """The network of a checkpoint (ours, or the authors' in the run's variant) with the run's backend, on
+    `device`; DataError naming the file when it does not fit the variant."""
+    variant = spec.settings["model"]["variant"]
+    state = load_checkpoint(path, map_location=device, variant=variant)
+    model = build_model(spec.options["backend"], variant, 0, **state["model_args"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # one of ours of another variant
+        raise DataError(path, f"does not fit {variant}: {' '.join(str(err).split())[:300]}",
+                        "use it with the model.variant it was trained with") from None
+    return model.to(device)
+
+
 def device_for_training() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
