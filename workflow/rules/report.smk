@@ -13,7 +13,11 @@ rule table1:
     input:
         [run_path("experiment", name, METRICS) for name in REPORTS["table1"]],
     output:
-        csv=str(LAYOUT.result("table1.csv")),
+        csv=report(
+            str(LAYOUT.result("table1.csv")),
+            caption="../report/table1.rst",
+            category="Results",
+        ),
         markdown=str(LAYOUT.result("table1.md")),
     log:
         f"{LOGS}/table1.log",
@@ -79,7 +83,11 @@ rule limited_annotations:
     input:
         [run_path("experiment", run, METRICS) for _, _, run in STUDY_RUNS],
     output:
-        csv=str(LAYOUT.result("limited_annotations.csv")),
+        csv=report(
+            str(LAYOUT.result("limited_annotations.csv")),
+            caption="../report/limited_annotations.rst",
+            category="Results",
+        ),
         markdown=str(LAYOUT.result("limited_annotations.md")),
     log:
         f"{LOGS}/limited_annotations.log",

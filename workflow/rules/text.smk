@@ -6,7 +6,11 @@ rule text_anchors:
         [TEXT["checkpoint"]] if TEXT["checkpoint"] else [],
     output:
         anchors=TEXT_ANCHORS,
-        figure=str(LAYOUT.figure(f"text_anchors_{TEXT['encoder']}.png")),
+        figure=report(
+            str(LAYOUT.figure(f"text_anchors_{TEXT['encoder']}.png")),
+            caption="../report/text_anchors.rst",
+            category="Dataset",
+        ),
     log:
         f"{LOGS}/text_anchors.log",
     conda:
