@@ -44,7 +44,7 @@ rule all:
         [
             str(LAYOUT.figure(f"{figure}.png"))
             for figure, (group, _) in QUALITATIVE_FIGURES.items()
-            if REPORTS[group]
+            if REPORTS[group] and FIGURE_SCENES
         ],
 
 

@@ -44,6 +44,7 @@ def test_mistakes_name_the_key(config, key):
     ("annotation:\n  ratios: [-0.1]\n", "annotation.ratios[0]"),
     ("demo:\n  num_trian: 3\n", "demo.num_trian"),
     ("dataset:\n  source: scannet\n", "scannet.raw_dir"),
+    ("figures:\n  qualitative:\n    scenes: [scene0191_00]\n", "figures.qualitative.scenes"),  # a train scene
 ])
 def test_snakemake_fails_before_any_job_and_names_the_key(tmp_path, override, key):
     (tmp_path / "bad.yaml").write_text(override)

@@ -74,3 +74,19 @@ def test_oblique_views_leave_out_the_near_walls_and_everything_leaves_out_the_ce
     towards = OBLIQUE.rotation().T @ np.array([0.0, 0.0, 1.0])  # where the viewer is, in the room's axes
     near = {0 if towards[0] < 0 else 1, 2 if towards[1] < 0 else 3}
     assert set(cut_away(coord, OBLIQUE, 0.3).tolist()) == {0, 1, 2, 3, 4, 5} - near
+
+
+def test_figures_show_the_first_scan_of_the_first_two_val_rooms_unless_scenes_are_named():
+    import pytest
+
+    from lgseg.config import SCHEMA_PATH, validate_config
+    from lgseg.errors import ConfigError
+    from lgseg.runs import figure_scenes
+
+    val = ["scene0217_00", "scene0019_01", "scene0019_00", "scene0300_00"]
+    assert figure_scenes(validate_config({}, SCHEMA_PATH), val) == ["scene0019_00", "scene0217_00"]
+    assert figure_scenes(validate_config({}, SCHEMA_PATH), []) == []
+    named = validate_config({"figures": {"qualitative": {"scenes": ["scene0300_00"]}}}, SCHEMA_PATH)
+    assert figure_scenes(named, val) == ["scene0300_00"]
+    with pytest.raises(ConfigError, match="figures.qualitative.scenes"):
+        figure_scenes(named, ["scene0019_00"])

@@ -57,7 +57,8 @@ TINY = {"demo": {"seed": 17, "num_train": 4, "num_val": 2, "num_test": 1, "verte
         "preprocess": {"scenes_per_shard": 3, "workers": 1},
         "annotation": {"ratios": [0.5, 1.0]},  # the study: scratch and ours at 50 % (and Table 1's runs)
         "train": {"voxel_size": 0.3, "epochs": 2, "milestones": [1], "workers": 0},
-        "instance_clustering": {"min_points": 1, "min_proposal_points": 1}}  # 30 cm voxels: few per object
+        "instance_clustering": {"min_points": 1, "min_proposal_points": 1},  # 30 cm voxels: few per object
+        "figures": {"qualitative": {"panel_width": 64}}}
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +151,10 @@ def test_demo_run_makes_the_limited_annotation_study(demo_run):
     assert figure.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_demo_run_draws_fig7_from_the_four_pretrainings(demo_run):
+def test_demo_run_draws_figs_6_to_8(demo_run):
     work, _, _ = demo_run
-    assert (work / "results" / "figures" / "fig7_tsne.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("fig6_qualitative", "fig7_tsne", "fig8_instances"):
+        assert (work / "results" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     log = (work / "logs" / "demo" / "fig7.log").read_text()
     counts = {label: int(n) for label, n in re.findall(r"^(.+): (\d+) points", log, flags=re.M)}
     assert list(counts) == ["CSC (scene views)", "SupCon", "Ours (positives only)", "Ours"]
@@ -314,7 +316,8 @@ def test_lr_change_trains_that_run_afresh(rerun):
     result, jobs = run(lambda c: c.setdefault("experiments", {}).update(
         c_focal={"label": "C-Focal", "loss": "focal", "train": {"lr": 0.01}}))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs == {"run_spec": 1, "train": 1, "evaluate": 1, "table1": 1, "all": 1}
+    # C-Focal is a row of Table 1 and a column of Fig. 6: both are redrawn, nothing else
+    assert jobs == {"run_spec": 1, "train": 1, "evaluate": 1, "table1": 1, "qualitative_figure": 1, "all": 1}
     log = (work / "logs" / "demo" / "train_c_focal.log").read_text()
     assert "another identity (changed: settings.train.lr)" in log and "resuming" not in log
     changed = {p for p, content in _outputs(work).items() if before.get(p) != content}
@@ -333,7 +336,8 @@ def test_changed_raw_label_trains_afresh(rerun):
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "check_raw")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs["train"] == 14 and jobs["pretrain"] == 4  # Table 1's 7, the study's 3 at 50 %, Table 2's 4
+    # Table 1's 7, the study's 3 at 50 %, Table 2's 4; pre-trainings: Table 1's 3, the study's, Fig. 7's positives-only
+    assert jobs["train"] == 14 and jobs["pretrain"] == 5
     log = (work / "logs" / "demo" / "train_scratch.log").read_text()
     assert "another identity (changed: content.train_scenes)" in log and "resuming" not in log
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)

@@ -170,6 +170,24 @@ def tsne_panels(config: dict) -> list[tuple[str, str]]:
     return panels
 
 
+def figure_scenes(config: dict, val_scenes: list[str], default_count: int = 2) -> list[str]:
+    """The val scenes Figs. 6 and 8 render: `figures.qualitative.scenes`, or if null the first scan of each of the
+    first `default_count` rooms in id order (a room's rescans share its sceneXXXX prefix); [] without val scenes.
+    ConfigError naming the key, before any job, for a listed scene that is not in val."""
+    listed = config["figures"]["qualitative"]["scenes"]
+    if listed is None:
+        rooms = {}
+        for scene in sorted(val_scenes):
+            rooms.setdefault(scene[:9], scene)
+        return list(rooms.values())[:default_count]
+    missing = [s for s in listed if s not in set(val_scenes)]
+    if missing and (config["reports"]["fig6"] or config["reports"]["fig8"]):
+        raise ConfigError(f"config key 'figures.qualitative.scenes': {missing[0]} is not a val scene of this "
+                          f"dataset (val: {', '.join(sorted(val_scenes)[:5])}{' ...' if len(val_scenes) > 5 else ''}); "
+                          "name val scenes, null for the first two rooms, or set reports.fig6 and reports.fig8 to []")
+    return list(listed)
+
+
 def _effective(defaults: dict, overrides: dict, keys: tuple[str, ...]) -> dict:
     return {key: overrides.get(key, defaults[key]) for key in keys}
 

@@ -10,11 +10,12 @@ from lgseg.runs import (
     report_groups,
     resolve_run,
     run_names,
+    figure_scenes,
     study_runs,
     tsne_panels,
 )
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
-from lgseg.scannet.splits import official_scene_lists
+from lgseg.scannet.splits import official_scene_lists, official_split
 
 LAYOUT = Layout.of(config)
 DATASET = config["dataset"]["name"]
@@ -97,6 +98,9 @@ STUDY_RUNS = study_runs(
 )  # (row, ratio, experiment run) of the limited-annotation study
 TSNE = config["figures"]["tsne"]
 TSNE_PANELS = tsne_panels(config)  # (label, pre-training) of Fig. 7
+FIGURE_SCENES = figure_scenes(
+    config, [s for s in SCENES if official_split(s) == "val"]
+)  # Figs. 6 and 8
 
 
 def run_path(kind, name, filename):

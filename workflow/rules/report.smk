@@ -199,7 +199,7 @@ rule qualitative_figure:
             f"--run {experiment_label(e)!r} {spec_path('experiment', e)}"
             for e in REPORTS[QUALITATIVE_FIGURES[w.figure][0]]
         ),
-        scenes=" ".join(QUALITATIVE["scenes"]),
+        scenes=" ".join(FIGURE_SCENES),
         drawing=f"--max-height {QUALITATIVE['max_height']} --panel-width {QUALITATIVE['panel_width']}",
         title=lambda w: (
             f"Fig. {QUALITATIVE_FIGURES[w.figure][0][3:]} ({DATASET}):"
