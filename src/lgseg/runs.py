@@ -180,7 +180,8 @@ def figure_scenes(config: dict, val_scenes: list[str], default_count: int = 2) -
         for scene in sorted(val_scenes):
             rooms.setdefault(scene[:9], scene)
         return list(rooms.values())[:default_count]
-    missing = [s for s in listed if s not in set(val_scenes)]
+    in_val = set(val_scenes)
+    missing = [s for s in listed if s not in in_val]
     if missing and (config["reports"]["fig6"] or config["reports"]["fig8"]):
         raise ConfigError(f"config key 'figures.qualitative.scenes': {missing[0]} is not a val scene of this "
                           f"dataset (val: {', '.join(sorted(val_scenes)[:5])}{' ...' if len(val_scenes) > 5 else ''}); "

@@ -123,24 +123,21 @@ def _run_state(job: Job, config: dict, g: dict) -> list[str]:
     return [f"{_run_dir(job)}/{name}" for name in (RUN_SPEC, LAST, BEST, LIVE)]
 
 
-def _evaluate_deps(job: Job, config: dict, g: dict) -> list[str]:
-    from lgseg.paths import split_dir
-
-    spec = g["RUN_SPECS"][("experiment", job.wildcards["name"])]
-    return [split_dir(spec.processed, "val").as_posix()]  # + best.pt: every run's summary brings it
-
-
 def _val_store_of(kind: str, name: str, g: dict) -> list[str]:
-    """The val scenes of a run's processed store (a figure's runs read it; best.pt comes with each summary)."""
+    """The val scenes of a run's processed store, which evaluating it or drawing a figure of it reads (best.pt
+    comes with each run's summary)."""
     from lgseg.paths import split_dir
 
     return [split_dir(g["RUN_SPECS"][(kind, name)].processed, "val").as_posix()]
 
 
+def _evaluate_deps(job: Job, config: dict, g: dict) -> list[str]:
+    return _val_store_of("experiment", job.wildcards["name"], g)
+
+
 def _qualitative_params(job: Job, config: dict, g: dict) -> list[str]:
-    group = g["QUALITATIVE_FIGURES"][job.wildcards["figure"]][0]
-    return ["dataset.name", "figures.qualitative", f"reports.{group}"] + [
-        f"experiments.{e}.label" for e in config["reports"][group]]
+    """Fig. 6 / 8 read what a table of their report group reads, and how the scenes are drawn."""
+    return _table_params(config, g["QUALITATIVE_FIGURES"][job.wildcards["figure"]][0]) + ["figures.qualitative"]
 
 
 def _table_params(config: dict, group: str) -> list[str]:

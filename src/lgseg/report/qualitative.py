@@ -109,13 +109,14 @@ def run_vertex_predictions(spec, scene_ids: Sequence[str], task: str) -> dict[st
     device = device_for_training()
     model = load_network(spec, Path(spec.run_dir) / BEST, device)
     dataset = SceneDataset(spec.processed, "val", list(scene_ids), spec.settings["train"]["voxel_size"])
+    if task == "instance":  # only instance runs carry clustering settings
+        settings = ClusteringSettings.of(spec.options["evaluation"]["instance_clustering"])
     predictions = {}
     for batch, outputs in scene_outputs(model, dataset, device, 0, desc=f"predict {spec.key}"):
         scene_id = batch["scene_ids"][0]
         if task == "semantic":
             predictions[scene_id] = semantic_predictions(batch, outputs["features"])[4]
             continue
-        settings = ClusteringSettings.of(spec.options["evaluation"]["instance_clustering"])
         inverse = batch["inverse"][0].numpy()
         owner = np.full(len(inverse), IGNORE_INDEX, np.int64)
         proposals = scene_proposals(batch, outputs, dataset.voxel_size, settings)
@@ -142,11 +143,12 @@ def write_qualitative(runs: list[tuple[str, object]], scene_ids: Sequence[str], 
         raise ConfigError(f"config key 'figures.qualitative.scenes': {missing[0]} is not a val scene of "
                           f"{processed}; name scenes of its val list")
     predictions = [(label, run_vertex_predictions(spec, scene_ids, task)) for label, spec in runs]
-    scenes = []
+    scenes, segments = [], []
     for scene_id in scene_ids:
         arrays = read_scene(scene_dir(processed, "val", scene_id))
         keep = visible_vertices(np.asarray(arrays["coord"]), max_height)
         coord, segment = np.asarray(arrays["coord"])[keep], np.asarray(arrays["segment"])
+        segments.append(segment)
         if task == "semantic":
             truth = semantic_colors(segment)
             panels = [("ground truth", truth)] + [(label, semantic_colors(p[scene_id])) for label, p in predictions]
@@ -160,8 +162,7 @@ def write_qualitative(runs: list[tuple[str, object]], scene_ids: Sequence[str], 
         from lgseg.scannet.labels import scannet200
 
         names, palette = scannet200().class_names, scannet200_palette()
-        counts = np.bincount(np.concatenate([np.asarray(read_scene(scene_dir(processed, "val", s))["segment"])
-                                             for s in scene_ids]) + 1, minlength=len(names) + 1)[1:]
+        counts = np.bincount(np.concatenate(segments) + 1, minlength=len(names) + 1)[1:]  # [0]: unlabelled
         legend = [(names[c], palette[c]) for c in np.argsort(-counts, kind="stable")[:LEGEND_CLASSES] if counts[c]]
     plot_scenes(scenes, out, panel_width, 1.5 * vertex_spacing(scenes[0][1]), title, legend)
 
