@@ -34,8 +34,14 @@ rule all:
     input:
         str(LAYOUT.result("table1.csv")),
         [str(LAYOUT.result("table2.csv"))] if REPORTS["table2"] else [],
+        [str(LAYOUT.result("table3.csv"))] if REPORTS["table3"] else [],
+        (
+            [str(LAYOUT.result("text_encoder_ablation.csv"))]
+            if REPORTS["text_encoder_ablation"]
+            else []
+        ),
         str(LAYOUT.figure("fig4_class_distribution.png")),
-        str(LAYOUT.figure(f"text_anchors_{TEXT['encoder']}.png")),
+        [str(LAYOUT.figure(f"text_anchors_{encoder}.png")) for encoder in TEXT_ENCODERS],
         str(LAYOUT.class_stats),
         [str(LAYOUT.mask(ratio)) for ratio in RATIOS],
         [run_path("experiment", name, METRICS) for name in EXPERIMENTS],

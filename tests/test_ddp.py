@@ -46,7 +46,7 @@ def _config(root, name, **train_settings):
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "train": settings,
                                     "experiments": {"scratch": {"label": "Scratch"}},
-                                    "reports": {"table1": ["scratch"], "limited_annotations": [], "table2": [], "fig6": [], "fig8": []}}))
+                                    "reports": {"table1": ["scratch"], "limited_annotations": [], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []}}))
     return path
 
 

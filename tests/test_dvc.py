@@ -25,7 +25,7 @@ TINY = {"demo": {"seed": 17, "num_train": 4, "num_val": 2, "num_test": 1, "verte
         "annotation": {"ratios": [0.1, 1.0]},  # the study: scratch at 10 % (scratch_ann0.1) and 100 %
         "train": {"voxel_size": 0.15, "epochs": 4, "milestones": [3], "workers": 0},
         "experiments": {"scratch": {"label": "Scratch"}, "half": {"label": "Half", "annotation_ratio": 0.5}},
-        "reports": {"table1": ["scratch", "half"], "limited_annotations": ["scratch"], "table2": [], "fig6": [], "fig8": []},
+        "reports": {"table1": ["scratch", "half"], "limited_annotations": ["scratch"], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []},
         "figures": {"tsne": {"pretrainings": []}}}  # no pre-training in this DAG
 OUTPUT_DIRS = ("data", "runs", "results")  # what the pipeline writes
 

@@ -117,7 +117,7 @@ def _config(root, init=None):
         "data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "model": {"variant": "Res16UNet14Tiny"},
         "train": {"voxel_size": 0.3, "epochs": 1, "milestones": [1], "workers": 0, "batch_size": 2},
         "experiments": {"scratch": {"label": "Scratch", **({"init": str(init)} if init else {})}},
-        "reports": {"table1": ["scratch"], "limited_annotations": [], "table2": [], "fig6": [], "fig8": []}}))
+        "reports": {"table1": ["scratch"], "limited_annotations": [], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []}}))
     return path
 
 

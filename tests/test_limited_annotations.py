@@ -47,7 +47,7 @@ def _config(root=None, **changes):
               "annotation": {"ratios": [RATIO, 1.0]},
               "pretraining": {"lang": {}}, "figures": {"tsne": {"pretrainings": []}},
               "experiments": {"scratch": {"label": "Scratch"}, "ours": {"label": "Ours", "pretraining": "lang"}},
-              "reports": {"table1": ["scratch", "ours"], "limited_annotations": ["scratch", "ours"], "table2": [], "fig6": [], "fig8": []}, **changes}
+              "reports": {"table1": ["scratch", "ours"], "limited_annotations": ["scratch", "ours"], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []}, **changes}
     if root is not None:
         config.update(data_dir=str(root / "data"), runs_dir=str(root / "runs"))
     return validate_config(config, SCHEMA_PATH)
@@ -77,7 +77,7 @@ def test_the_study_expands_into_runs_and_shares_the_full_label_runs():
     without = {**config, "reports": {**config["reports"], "limited_annotations": []}}
     for name in ("scratch", "ours"):
         assert resolve_run(config, "experiment", name).to_json() == resolve_run(without, "experiment", name).to_json()
-    assert resolve_run(config, "experiment", "ours").groups == ("table1", "limited_annotations", "fig6")
+    assert resolve_run(config, "experiment", "ours").groups == ("table1", "limited_annotations", "table3", "fig6")
 
 
 def test_a_label_free_pretraining_is_shared_by_every_ratio():
@@ -89,7 +89,7 @@ def test_a_label_free_pretraining_is_shared_by_every_ratio():
 @pytest.mark.parametrize("changes, message", [
     ({"experiments": {"scratch": {}, "ours": {}, "scratch_ann0.1": {}}}, "'experiments.scratch_ann0.1' is also"),
     ({"experiments": {"scratch": {"annotation_ratio": 0.5}, "ours": {}}}, "'experiments.scratch.annotation_ratio'"),
-    ({"reports": {"table1": [], "limited_annotations": ["nope"], "table2": [], "fig6": [], "fig8": []}}, "'reports.limited_annotations' names"),
+    ({"reports": {"table1": [], "limited_annotations": ["nope"], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []}}, "'reports.limited_annotations' names"),
 ])
 def test_study_errors_name_the_key(changes, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

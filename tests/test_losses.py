@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lgseg.errors import ConfigError
 from lgseg.train.losses import (ALPHA_FORMULAS, FocalLoss, LanguageContrastiveLoss, alpha_from_class_stats,
-                                anchor_predictions, class_alpha, focal_loss, language_contrastive_loss,
+                                anchor_predictions, anchor_scores, class_alpha, focal_loss, language_contrastive_loss,
                                 positive_cosine, sample_negatives)
 
 # 2-D anchors along the axes, deliberately not unit length: t0 = +x, t1 = +y, t2 = -x, t3 = -y
@@ -42,6 +42,48 @@ def test_contrastive_thresholds_and_weight_by_hand():
     per_point = language_contrastive_loss(FEATURES, LABELS, ANCHORS, negatives=NEGATIVES, reduction="none",
                                           neg_threshold=0.3)
     assert per_point.tolist() == pytest.approx([0.0, (1 - r) + (r - 0.7), 1.0, 0.4 + 0.1], abs=1e-6)
+
+
+# The same points under the distance ablation's L2 / L1 distances to the UNIT anchors t0 = (1,0), t1 = (0,1),
+# t2 = (-1,0), t3 = (0,-1); t_neg 6 so that every negative hinge shows:
+#  L2: a pos |(4,0)| = 4,  negs √26, √26, 6 -> mean (2√26+6)/3;  b pos |(1,0)| = 1, negs 1, 1, 1 -> 1;
+#      c pos |(1,-2)| = √5, negs 1, √5, 3;                        d pos |(2,4)| = √20, negs √18 x3
+#  L1: a pos 4, negs 6, 6, 6;  b pos 1, negs 1 x3;  c pos 3, negs 1, 3, 3;  d pos 6, negs 6 x3
+L2_POS = [4.0, 1.0, math.sqrt(5), math.sqrt(20)]
+L2_NEG = [(2 * math.sqrt(26) + 6) / 3, 1.0, (1 + math.sqrt(5) + 3) / 3, math.sqrt(18)]
+L1_POS, L1_NEG = [4.0, 1.0, 3.0, 6.0], [6.0, 1.0, 7 / 3, 6.0]
+
+
+@pytest.mark.parametrize("distance, pos, neg", [("l2", L2_POS, L2_NEG), ("l1", L1_POS, L1_NEG)])
+def test_contrastive_l2_and_l1_distances_by_hand(distance, pos, neg):
+    per_point = language_contrastive_loss(FEATURES, LABELS, ANCHORS, negatives=NEGATIVES, reduction="none",
+                                          distance=distance, neg_threshold=6.0)
+    expected = [p + max(0.0, 6.0 - n) for p, n in zip(pos, neg)]
+    assert per_point.tolist() == pytest.approx(expected, abs=1e-5)
+    # the default threshold 0.6 is below every mean negative distance here: only the positive terms remain
+    per_point = language_contrastive_loss(FEATURES, LABELS, ANCHORS, negatives=NEGATIVES, reduction="none",
+                                          distance=distance)
+    assert per_point.tolist() == pytest.approx(pos, abs=1e-5)
+
+
+def test_l2_gradient_stays_finite_at_the_anchor():
+    feature = torch.tensor([[1.0, 0.0]], requires_grad=True)  # exactly the unit anchor t0
+    language_contrastive_loss(feature, torch.tensor([0]), ANCHORS, negatives=torch.tensor([[1, 1, 1]]),
+                              distance="l2").backward()
+    assert torch.isfinite(feature.grad).all()
+
+
+def test_anchor_scores_are_minus_the_distance_to_the_unit_anchors():
+    # point a = (5,0): L2 to t0..t3 = 4, √26, 6, √26; L1 = 4, 6, 6, 6. Point d = (3,4): L2 √20, √18, √32, √34
+    l2 = anchor_scores(FEATURES, ANCHORS, "l2")
+    assert (-l2[0]).tolist() == pytest.approx([4.0, math.sqrt(26), 6.0, math.sqrt(26)], abs=1e-5)
+    assert (-l2[3]).tolist() == pytest.approx([math.sqrt(20), math.sqrt(18), math.sqrt(32), math.sqrt(34)], abs=1e-5)
+    assert (-anchor_scores(FEATURES, ANCHORS, "l1")[0]).tolist() == pytest.approx([4.0, 6.0, 6.0, 6.0], abs=1e-5)
+    assert l2.argmax(1)[[0, 2, 3]].tolist() == [0, 3, 1]  # nearest anchors: t0, t3 (c = (0,-2)), t1
+    torch.testing.assert_close(anchor_scores(FEATURES, ANCHORS, "cosine"), F.normalize(FEATURES, dim=1)
+                               @ F.normalize(ANCHORS, dim=1).T)
+    with pytest.raises(ConfigError, match="distance"):
+        anchor_scores(FEATURES, ANCHORS, "l3")
 
 
 def test_contrastive_negative_hinge_boundary():

@@ -52,7 +52,7 @@ def _config(root, lr=0.05):
         "pretraining": {"lang": {"train": {"epochs": 4}}}, "figures": {"tsne": {"pretrainings": []}},
         "experiments": {"ours": {"label": "Ours", "pretraining": "lang", "loss": "focal",
                                  "instance_sampling": True}},
-        "reports": {"table1": ["ours"], "limited_annotations": [], "table2": [], "fig6": [], "fig8": []}}))
+        "reports": {"table1": ["ours"], "limited_annotations": [], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []}}))
     return load_config([path])
 
 

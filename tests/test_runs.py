@@ -4,6 +4,7 @@ and by recording what each objective reads)."""
 
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from lgseg.data.instance_bank import build_instance_bank, write_instance_bank
 from lgseg.data.store import scene_folders
 from lgseg.evaluate.tasks import TASKS
 from lgseg.paths import SUMMARY
-from lgseg.runs import RunSpec, resolve_run, run_names
+from lgseg.errors import ConfigError
+from lgseg.runs import RunSpec, resolve_run, run_names, text_ablation_rows, text_encoders
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
 from lgseg.text.anchors import build_text_anchors
 from lgseg.text.encoders import make_encoder
@@ -50,7 +52,8 @@ def store(tmp_path_factory):
     write_annotation_masks(folders, 0.5, layout(root).mask(0.5))
     write_instance_bank(build_instance_bank(folders, layout(root).class_stats, groups=("head", "common", "tail"),
                                             annotation_masks=layout(root).mask(0.5)), layout(root).instance_bank(0.5))
-    build_text_anchors(make_encoder("tiny-clip-random"), layout(root).text_anchors("tiny-clip-random"))
+    for encoder in ("tiny-clip-random", "minilm-l6"):  # the global encoder and a shipped run's override
+        build_text_anchors(make_encoder(encoder), layout(root).text_anchors(encoder))
     return root
 
 
@@ -171,7 +174,7 @@ def _perturbed(config, dotted, value):
     ("train.voxel_size", 0.05, True),
     ("model.variant", "Res16UNet34C", True), ("losses.focal.gamma", 1.0, True),
     ("instance_sampling.count", 2, True), ("train.gpus", 2, True),
-    ("experiments.ours.train", {"lr": 0.3}, True), ("experiments.ours.model", {"variant": "Res16UNet34D"}, True),
+    ("experiments.ours.train", {"lr": 0.3}, True), ("experiments.ours.pretraining", "clip_l2", True),
     ("experiments.ours.label", "Renamed", False), ("train.workers", 7, False), ("train.val_every", 5, False),
     ("train.checkpoint_every", 3, False), ("annotation.ratios", [0.05, 0.1, 0.2, 0.5, 1.0], False),
     ("reports.limited_annotations", ["scratch"], False), ("instance_clustering.radius", 2.0, False),
@@ -202,6 +205,48 @@ def test_language_pretraining_reads_the_anchors_and_the_spec_file_round_trips(st
     assert spec.files["anchors"].endswith("tiny-clip-random.npz") and "text" not in spec.settings
     (store / "spec.json").write_text(spec.to_json())
     assert RunSpec.from_file(store / "spec.json") == spec
+
+
+def test_a_pretraining_reads_the_anchors_of_its_own_text_encoder():
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = validate_config(base, SCHEMA_PATH)
+    assert resolve_run(config, "pretraining", "clip").files["anchors"] == "data/text/minilm-l6.npz"
+    assert resolve_run(config, "pretraining", "clip_tiny_random").files["anchors"] == "data/text/tiny-clip-random.npz"
+    assert text_encoders(config) == ["minilm-l6", "tiny-clip-random"]
+    assert text_ablation_rows(config) == [("clip_only", "minilm-l6", "cosine"),
+                                          ("clip_only_tiny_random", "tiny-clip-random", "cosine"),
+                                          ("clip_only_l2", "minilm-l6", "l2"), ("clip_only_l1", "minilm-l6", "l1")]
+    # the distance is part of the pre-training's identity; its fine-tuning is another run through the init
+    l2 = resolve_run(config, "pretraining", "clip_l2").settings["losses.contrastive"]
+    assert l2 == {**resolve_run(config, "pretraining", "clip").settings["losses.contrastive"], "distance": "l2"}
+    # an override to CLIP ViT-B/32 needs its weights file, named before any job
+    with pytest.raises(ConfigError, match="'text.checkpoint' is required"):
+        validate_config(_perturbed(base, "pretraining.clip_l2.text", {"encoder": "clip-vit-b32"}), SCHEMA_PATH)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("experiments.ours_18c.model", {"variant": "Res16UNet14Tiny"}, "'experiments.ours_18c.model.variant': "
+                                                                   "Res16UNet14Tiny cannot start from pre-training"),
+    ("reports.text_encoder_ablation", ["clip_only", "scratch"], "experiment 'scratch', which does not start from a "
+                                                               "language pre-training"),
+    ("reports.text_encoder_ablation", ["supcon"], "experiment 'supcon', which does not start from a language"),
+    ("reports.table3", ["instance_scratch"], "'reports.table3' names experiment 'instance_scratch', whose loss"),
+])
+def test_table3_and_ablation_mistakes_name_the_key(key, value, message):
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(_perturbed(base, key, value), SCHEMA_PATH)
+
+
+def test_the_paper_config_over_the_demo_config_trains_the_same_runs():
+    """`snakemake --configfile workflow/configs/scannet200.yaml` merges it over config.yaml (the Snakefile's
+    configfile): no demo setting of config.yaml may reach a paper run (the demo's shorter Table 3 runs, say)."""
+    alone = load_config([REPO / "workflow/configs/scannet200.yaml"])
+    merged = load_config([REPO / "config.yaml", REPO / "workflow/configs/scannet200.yaml"])
+    assert sorted(run_names(merged)) == sorted(run_names(alone))
+    for kind, name in run_names(alone):
+        assert resolve_run(merged, kind, name).settings == resolve_run(alone, kind, name).settings, name
+    assert resolve_run(alone, "experiment", "scratch_18c").settings["train"]["epochs"] == 400
 
 
 def test_every_registered_objective_declares_its_needs_and_stage():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lgseg.models import Res16UNet
+from lgseg.models import Res16UNet, parameter_count
 from lgseg.sparse import get_backend
 from lgseg.sparse import functional as sparse_functional
 from lgseg.sparse.functional import SparseConvolution as SparseConvolutionFunction
@@ -249,6 +249,37 @@ def test_a_feature_width_other_than_the_last_plane_adds_a_linear_projection():
 def test_res16unet34c_has_the_known_parameter_count():
     model = Res16UNet(get_backend("torch"), "Res16UNet34C", num_classes=20)
     assert sum(p.numel() for p in model.parameters()) == 37_846_644  # MinkUNet34C, 3 in / 20 out
+
+
+def _hand_parameter_count(planes, layers, classes=200, init=32, channels=3):
+    """Parameters of the Res16UNet layout counted from its definition: a k^3 convolution in -> out has k^3 * in * out
+    weights (no bias), a batch norm 2 * out, a residual block two 3^3 convolutions + norms and a 1^3 projection
+    where the width changes, the head out * classes + classes."""
+    def block(n_in, n_out):
+        return 27 * n_in * n_out + 27 * n_out * n_out + 4 * n_out + ((n_in * n_out + 2 * n_out) if n_in != n_out else 0)
+
+    def stage(n_in, n_out, blocks):
+        return block(n_in, n_out) + (blocks - 1) * block(n_out, n_out)
+
+    total = 27 * channels * init + 2 * init
+    widths = [init, *planes[:3]]
+    for i in range(4):  # strided 2^3 convolution + norm, then the stage
+        total += 8 * widths[i] ** 2 + 2 * widths[i] + stage(widths[i], planes[i], layers[i])
+    ups_in, skips = [planes[3], planes[4], planes[5], planes[6]], [planes[2], planes[1], planes[0], init]
+    for i in range(4):  # transposed 2^3 convolution + norm, then the stage on [up, skip]
+        total += 8 * ups_in[i] * planes[4 + i] + 2 * planes[4 + i] + stage(planes[4 + i] + skips[i], planes[4 + i],
+                                                                             layers[4 + i])
+    return total + planes[7] * classes + classes
+
+
+def test_table3_backbone_has_the_stated_parameter_count():
+    """Res16UNet18C, the Res16UNet variant closest to the supplement's 20M: 21.7M with the 200-class head (README,
+    docs/method.md §12), counted by hand from its layout; the hand count also gives MinkUNet34C's known figure."""
+    assert _hand_parameter_count((32, 64, 128, 256, 256, 128, 96, 96), (2, 3, 4, 6, 2, 2, 2, 2), classes=20) \
+        == 37_846_644
+    hand = _hand_parameter_count((32, 64, 128, 256, 256, 128, 96, 96), (2,) * 8)
+    assert parameter_count("Res16UNet18C") == hand == 21_712_296
+    assert abs(hand - 20e6) < abs(parameter_count("Res16UNet34C") - 20e6)  # nearer 20M than the next larger variant
 
 
 def test_checkpoint_round_trip_reproduces_outputs(tmp_path):

@@ -42,7 +42,7 @@ def _config(root, **train):
     path = root / f"config_{abs(hash(json.dumps(settings, sort_keys=True)))}.yaml"
     path.write_text(yaml.safe_dump({"data_dir": str(root / "data"), "runs_dir": str(root / "runs"),
                                     "train": settings, "experiments": {"scratch": {"label": "Scratch"}},
-                                    "reports": {"table1": ["scratch"], "limited_annotations": [], "table2": [], "fig6": [], "fig8": []}}))
+                                    "reports": {"table1": ["scratch"], "limited_annotations": [], "table2": [], "table3": [], "text_encoder_ablation": [], "fig6": [], "fig8": []}}))
     return path
 
 

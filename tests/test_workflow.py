@@ -44,11 +44,12 @@ def test_paper_scale_dry_run_is_sharded(tmp_path):
     assert int(counts["preprocess"]) == 31  # 1513 scenes / 50 per shard, not one job per scene
     assert int(counts["annotation_masks"]) == 3 and int(counts["check_raw"]) == 1
     # Table 1 (3 pre-trainings, 7 fine-tunings), the study's runs at 5, 10, 50 % (3 language pre-trainings, CSC's
-    # shared; 3 rows x 3 fine-tunings; 100 % are Table 1's), Table 2's 4 instance fine-tunings and Fig. 7's
-    # positives-only pre-training
-    assert int(counts["pretrain"]) == 7 and int(counts["train"]) == 20 and int(counts["instance_bank"]) == 4
-    assert int(counts["run_spec"]) == 27 and int(counts["fig5"]) == 1 and int(counts["table2"]) == 1
-    assert int(counts["fig7"]) == 1
+    # shared; 3 rows x 3 fine-tunings; 100 % are Table 1's), Table 2's 4 instance fine-tunings, Fig. 7's
+    # positives-only pre-training, Table 3's (1 pre-training, 2 fine-tunings) and the ablation's (3 and 3)
+    assert int(counts["pretrain"]) == 11 and int(counts["train"]) == 25 and int(counts["instance_bank"]) == 4
+    assert int(counts["run_spec"]) == 36 and int(counts["fig5"]) == 1 and int(counts["table2"]) == 1
+    assert int(counts["fig7"]) == 1 and int(counts["table3"]) == 1 and int(counts["text_encoder_ablation"]) == 1
+    assert int(counts["text_anchors"]) == 2  # MiniLM-L6 and the tiny random CLIP
 
 
 # seed 17: the train rooms hold tail objects (the instance bank needs one) and val has all three frequency groups
@@ -149,6 +150,35 @@ def test_demo_run_makes_the_limited_annotation_study(demo_run):
     assert pretraining["spec"]["settings"]["annotation_ratio"] == 0.5 and "mask" in pretraining["identity"]["content"]
     figure = work / "results" / "figures" / "fig5_limited_annotations.png"
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_run_makes_table3_and_the_text_encoder_ablation(demo_run):
+    work, _, _ = demo_run
+    table3 = pd.read_csv(work / "results" / "table3.csv")
+    official = table3[table3["protocol"] == "official"]
+    assert official["method"].tolist() == ["Scratch", "Ours", "Scratch", "Ours"]
+    assert official["backbone"].tolist() == ["Res16UNet14Tiny"] * 2 + ["Res16UNet18C"] * 2
+    assert official["parameters_m"].tolist() == [0.39, 0.39, 21.71, 21.71] and official["epochs"].tolist() == [2, 2, 3, 3]
+    small = json.loads((work / "runs" / "demo" / "scratch_18c" / "metrics.json").read_text())
+    assert official["miou_all"].iloc[2] == round(100 * small["official"]["mean"]["iou"]["all"], 2)
+    ours = json.loads((work / "runs" / "demo" / "ours_18c" / "run.json").read_text())["spec"]["settings"]
+    assert ours["model"]["variant"] == "Res16UNet18C" and ours["init"] == {"pretraining": "clip_18c"}
+
+    ablation = pd.read_csv(work / "results" / "text_encoder_ablation.csv")
+    official = ablation[ablation["protocol"] == "official"].set_index("method")
+    assert official["text_encoder"].tolist() == ["MiniLM-L6", "tiny random CLIP", "MiniLM-L6", "MiniLM-L6"]
+    assert official["distance"].tolist() == ["cosine", "cosine", "l2", "l1"]
+    assert official["anchor_dim"].tolist() == [384, 32, 384, 384]
+    tiny = np.load(work / "data" / "text" / "tiny-clip-random.npz")["normalized"]
+    off_diagonal = (tiny @ tiny.T)[~np.eye(200, dtype=bool)]
+    assert official.loc["CLIP only, tiny random text", "anchor_cosine"] == pytest.approx(off_diagonal.mean(), abs=1e-3)
+    metrics = json.loads((work / "runs" / "demo" / "clip_only_l1" / "metrics.json").read_text())
+    assert official.loc["CLIP only, L1", "miou_all"] == round(100 * metrics["official"]["mean"]["iou"]["all"], 2)
+    for name, distance, encoder in (("clip_l2", "l2", "minilm-l6"), ("clip_tiny_random", "cosine", "tiny-clip-random")):
+        spec = json.loads((work / "runs" / "demo" / "pretrain" / name / "run.json").read_text())["spec"]
+        assert spec["settings"]["losses.contrastive"]["distance"] == distance
+        assert spec["files"]["anchors"] == f"data/text/{encoder}.npz"
+    assert (work / "results" / "figures" / "text_anchors_tiny-clip-random.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_demo_run_draws_figs_6_to_8(demo_run):
@@ -324,6 +354,21 @@ def test_lr_change_trains_that_run_afresh(rerun):
     assert "runs/demo/c_focal/last.pt" in changed and not any(p.startswith("runs/demo/scratch/") for p in changed)
 
 
+def test_another_text_encoder_retrains_that_pretraining_and_its_fine_tuning(rerun):
+    work, run = rerun
+    result, jobs = run(lambda c: c.setdefault("pretraining", {}).update(
+        clip_l2={"method": "language", "text": {"encoder": "tiny-clip-random"}}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the pre-training's specification changes (its anchors file); its fine-tuning's does not, but it starts from
+    # the new weights; only the ablation table shows it
+    assert jobs == {"run_spec": 1, "pretrain": 1, "train": 1, "evaluate": 1, "text_encoder_ablation": 1, "all": 1}
+    log = (work / "logs" / "demo" / "pretrain_clip_l2.log").read_text()
+    assert "another identity (changed: content.anchors)" in log and "resuming" not in log
+    ablation = pd.read_csv(work / "results" / "text_encoder_ablation.csv")
+    row = ablation[(ablation["method"] == "CLIP only, L2") & (ablation["protocol"] == "official")].iloc[0]
+    assert row["text_encoder"] == "tiny random CLIP" and row["distance"] == "l2"
+
+
 def test_changed_raw_label_trains_afresh(rerun):
     """The reported stale re-run: a label edited in a raw scene, the pipeline re-run from preprocessing."""
     work, run = rerun
@@ -336,8 +381,9 @@ def test_changed_raw_label_trains_afresh(rerun):
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "check_raw")
     assert result.returncode == 0, result.stderr[-3000:]
-    # Table 1's 7, the study's 3 at 50 %, Table 2's 4; pre-trainings: Table 1's 3, the study's, Fig. 7's positives-only
-    assert jobs["train"] == 14 and jobs["pretrain"] == 5
+    # Table 1's 7, the study's 3 at 50 %, Table 2's 4, Table 3's 2, the ablation's 3; pre-trainings: Table 1's 3,
+    # the study's, Fig. 7's positives-only, Table 3's and the ablation's 3
+    assert jobs["train"] == 19 and jobs["pretrain"] == 9
     log = (work / "logs" / "demo" / "train_scratch.log").read_text()
     assert "another identity (changed: content.train_scenes)" in log and "resuming" not in log
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
@@ -348,7 +394,7 @@ def test_finished_run_with_same_identity_trains_nothing(rerun):
     work, run = rerun
     before = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     result, jobs = run(None, "--forcerun", "train")
-    assert result.returncode == 0 and jobs["train"] == 14, result.stderr[-3000:]
+    assert result.returncode == 0 and jobs["train"] == 19, result.stderr[-3000:]
     assert "nothing to train" in (work / "logs" / "demo" / "train_scratch.log").read_text()
     after = torch.load(work / "runs" / "demo" / "scratch" / "last.pt", weights_only=False)
     assert after["summary"] == before["summary"]

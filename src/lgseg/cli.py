@@ -262,6 +262,30 @@ def _table(args) -> None:
     getattr(tables, f"write_{args.command}")(runs, args.out, args.markdown, args.dataset)
 
 
+def _table3(args) -> None:
+    from lgseg.report.tables import write_table3
+    from lgseg.runs import RunSpec
+
+    specs = [(label, RunSpec.from_file(spec).settings, metrics) for label, spec, metrics in args.runs]
+    runs = [(label, settings["model"]["variant"], settings["train"]["epochs"], metrics)
+            for label, settings, metrics in specs]
+    write_table3(runs, args.out, args.markdown, args.dataset)
+
+
+def _text_encoder_ablation(args) -> None:
+    from lgseg.report.tables import write_text_encoder_ablation
+    from lgseg.runs import RunSpec
+
+    runs = []
+    for label, spec_path, metrics in args.runs:
+        spec = RunSpec.from_file(spec_path)
+        if "losses.contrastive" not in spec.settings:
+            raise DataError(spec_path, f"is not a language pre-training (row {label!r})",
+                            "list fine-tunings of language pre-trainings in reports.text_encoder_ablation")
+        runs.append((label, spec.files["anchors"], spec.settings["losses.contrastive"]["distance"], metrics))
+    write_text_encoder_ablation(runs, args.out, args.markdown, args.dataset)
+
+
 def _limited_annotations(args) -> None:
     from lgseg.report.tables import write_limited_annotations
 
@@ -442,6 +466,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
         p.add_argument("--dataset", required=True)
         p.set_defaults(run=_table)
+
+    p = commands.add_parser("table3", help="results/table3.csv and .md: the smaller backbone (supplement's Table 3)")
+    p.add_argument("--run", dest="runs", nargs=3, action="append", required=True,
+                   metavar=("LABEL", "SPEC", "METRICS"),
+                   help="one row: label, the experiment's run specification JSON (its backbone), its metrics.json")
+    p.add_argument("--out", required=True, help="csv to write")
+    p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
+    p.add_argument("--dataset", required=True)
+    p.set_defaults(run=_table3)
+
+    p = commands.add_parser("text-encoder-ablation",
+                            help="results/text_encoder_ablation.csv and .md: text encoders and distances (CLIP only)")
+    p.add_argument("--run", dest="runs", nargs=3, action="append", required=True,
+                   metavar=("LABEL", "PRETRAINING_SPEC", "METRICS"),
+                   help="one row: label, the run specification JSON of the language pre-training it starts from "
+                        "(its anchors and distance), the fine-tuning's metrics.json")
+    p.add_argument("--out", required=True, help="csv to write")
+    p.add_argument("--markdown", required=True, help="markdown to write (ours beside the supplement)")
+    p.add_argument("--dataset", required=True)
+    p.set_defaults(run=_text_encoder_ablation)
 
     p = commands.add_parser("limited-annotations",
                             help="results/limited_annotations.csv and .md from the study's metrics.json files")

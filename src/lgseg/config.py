@@ -102,10 +102,11 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 def _check_runs(config: dict) -> None:
     """Cross-references the schema cannot express: objectives, pre-trainings and report rows that exist, the
     CLIP file, the runs of the limited-annotation study."""
-    from lgseg.runs import REPORT_TASKS, SECTIONS, resolve_run, run_entries, tsne_panels
+    from lgseg.runs import (REPORT_TASKS, SECTIONS, resolve_run, run_entries, text_ablation_rows, text_encoders,
+                            tsne_panels)
     from lgseg.train.objectives import OBJECTIVES
 
-    if config["text"]["encoder"] == "clip-vit-b32" and not config["text"]["checkpoint"]:
+    if "clip-vit-b32" in text_encoders(config) and not config["text"]["checkpoint"]:
         from lgseg.text.encoders import CLIP_CHECKPOINT_MISSING
 
         raise ConfigError(CLIP_CHECKPOINT_MISSING)
@@ -118,6 +119,12 @@ def _check_runs(config: dict) -> None:
                                   f"defined: {', '.join(config['pretraining']) or 'none'}")
             if run.get("pretraining") is not None and run.get("init") is not None:
                 raise ConfigError(f"config key '{key}.init': give either init or pretraining, not both")
+            if run.get("pretraining") is not None:
+                variant, pre_variant = (entry["model"].get("variant", config["model"]["variant"])
+                                        for entry in (run, runs["pretraining"][run["pretraining"]]))
+                if variant != pre_variant:
+                    raise ConfigError(f"config key '{key}.model.variant': {variant} cannot start from pre-training "
+                                      f"{run['pretraining']!r}, a {pre_variant}; give both the same model.variant")
             resolve_run(config, kind, name)  # a registered objective of the right stage
     tsne_panels(config)  # Fig. 7's pre-trainings exist
     for group, names in config["reports"].items():
@@ -131,3 +138,4 @@ def _check_runs(config: dict) -> None:
                 raise ConfigError(f"config key 'reports.{group}' names experiment {name!r}, whose loss "
                                   f"{config['experiments'][name]['loss']!r} is for {task} segmentation; {group} "
                                   f"shows {REPORT_TASKS[group]} segmentation runs")
+    text_ablation_rows(config)  # the ablation's rows start from language pre-trainings

@@ -37,8 +37,8 @@ TRAIN_OPTIONS = ("workers", "val_every", "checkpoint_every")
 MODEL_IDENTITY = ("variant",)  # the sparse backend computes the same function (tests/test_sparse.py): not identity
 SCENE_SPLITS = ("train", "val")  # a run trains on train and picks its checkpoint on val
 STUDY = "limited_annotations"  # the report group whose experiments run at every annotation.ratios fraction
-REPORT_TASKS = {"table1": "semantic", STUDY: "semantic", "table2": "instance", "fig6": "semantic",
-                "fig8": "instance"}  # what each group's rows are
+REPORT_TASKS = {"table1": "semantic", STUDY: "semantic", "table2": "instance", "table3": "semantic",
+                "text_encoder_ablation": "semantic", "fig6": "semantic", "fig8": "instance"}  # what each group's rows are
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,35 @@ def tsne_panels(config: dict) -> list[tuple[str, str]]:
     return panels
 
 
+def anchor_encoder(config: dict, entry: dict) -> str:
+    """The text encoder whose anchors a run's entry reads: its `text.encoder` override, else the global one."""
+    return entry.get("text", {}).get("encoder", config["text"]["encoder"])
+
+
+def text_encoders(config: dict) -> list[str]:
+    """Every text encoder whose anchors the workflow makes: the global one and those of the runs that read anchors."""
+    used = {anchor_encoder(config, entry) for kind, entries in run_entries(config).items()
+            for name, entry in entries.items()
+            if "anchors" in objective_class(entry[OBJECTIVE_KEY[kind]], kind, f"{SECTIONS[kind]}.{name}").needs}
+    return sorted(used | {config["text"]["encoder"]})
+
+
+def text_ablation_rows(config: dict) -> list[tuple[str, str, str]]:
+    """(experiment, text encoder, distance) of each row of `reports.text_encoder_ablation`: read from the language
+    pre-training the experiment starts from (ConfigError naming the key for a row without one)."""
+    rows = []
+    for name in config["reports"]["text_encoder_ablation"]:
+        pretraining = config["experiments"][name].get("pretraining")
+        spec = resolve_run(config, PRETRAINING, pretraining) if pretraining else None
+        if spec is None or "losses.contrastive" not in spec.settings:
+            raise ConfigError(f"config key 'reports.text_encoder_ablation' names experiment {name!r}, which does "
+                              "not start from a language pre-training (method: language); list fine-tunings of "
+                              "language pre-trainings")
+        entry = run_entries(config)[PRETRAINING][pretraining]
+        rows.append((name, anchor_encoder(config, entry), spec.settings["losses.contrastive"]["distance"]))
+    return rows
+
+
 def figure_scenes(config: dict, val_scenes: list[str], default_count: int = 2) -> list[str]:
     """The val scenes Figs. 6 and 8 render: `figures.qualitative.scenes`, or if null the first scan of each of the
     first `default_count` rooms in id order (a room's rescans share its sceneXXXX prefix); [] without val scenes.
@@ -224,7 +253,7 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
     if entry["instance_sampling"]:
         files["instance_bank"] = str(layout.instance_bank(ratio))
     if "anchors" in objective.needs:
-        files["anchors"] = str(layout.text_anchors(config["text"]["encoder"]))
+        files["anchors"] = str(layout.text_anchors(anchor_encoder(config, entry)))
     if "class_stats" in objective.needs:
         files["class_stats"] = str(layout.class_stats)
     init = None

@@ -12,6 +12,8 @@ from lgseg.runs import (
     run_names,
     figure_scenes,
     study_runs,
+    text_ablation_rows,
+    text_encoders,
     tsne_panels,
 )
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
@@ -81,7 +83,9 @@ def processed_root(wildcards, input):
 
 
 TEXT = config["text"]
-TEXT_ANCHORS = str(LAYOUT.text_anchors(TEXT["encoder"]))
+TEXT_ENCODERS = text_encoders(
+    config
+)  # the global one and those of the runs' `text.encoder` overrides
 
 
 # ------------------------------------------------------------------------------------------------- runs

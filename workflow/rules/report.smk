@@ -5,6 +5,8 @@ localrules:
     figure_class_distribution,
     table1,
     table2,
+    table3,
+    text_encoder_ablation,
     limited_annotations,
     fig5,
 
@@ -57,6 +59,70 @@ rule table2:
         dataset=DATASET,
     shell:
         "python -m lgseg table2 --runs {params.runs} --out {output.csv} --markdown {output.markdown}"
+        " --dataset {params.dataset} 2> {log}"
+
+
+rule table3:
+    input:
+        metrics=[run_path("experiment", name, METRICS) for name in REPORTS["table3"]],
+        specs=[spec_path("experiment", name) for name in REPORTS["table3"]],
+    output:
+        csv=report(
+            str(LAYOUT.result("table3.csv")),
+            caption="../report/table3.rst",
+            category="Results",
+        ),
+        markdown=str(LAYOUT.result("table3.md")),
+    log:
+        f"{LOGS}/table3.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        # one static value, so a renamed label re-runs this rule (params trigger)
+        runs=" ".join(
+            f"--run {experiment_label(e)!r} {spec_path('experiment', e)} {run_path('experiment', e, METRICS)}"
+            for e in REPORTS["table3"]
+        ),
+        dataset=DATASET,
+    shell:
+        "python -m lgseg table3 {params.runs} --out {output.csv} --markdown {output.markdown}"
+        " --dataset {params.dataset} 2> {log}"
+
+
+# (experiment, its language pre-training) of each row of the text-encoder and distance ablation
+ABLATION_RUNS = [
+    (name, config["experiments"][name]["pretraining"])
+    for name, _, _ in text_ablation_rows(config)
+]
+
+
+rule text_encoder_ablation:
+    input:
+        metrics=[run_path("experiment", e, METRICS) for e, _ in ABLATION_RUNS],
+        specs=[spec_path("pretraining", p) for _, p in ABLATION_RUNS],
+        anchors=[
+            RUN_SPECS[("pretraining", p)].files["anchors"] for _, p in ABLATION_RUNS
+        ],
+    output:
+        csv=report(
+            str(LAYOUT.result("text_encoder_ablation.csv")),
+            caption="../report/text_encoder_ablation.rst",
+            category="Results",
+        ),
+        markdown=str(LAYOUT.result("text_encoder_ablation.md")),
+    log:
+        f"{LOGS}/text_encoder_ablation.log",
+    conda:
+        "../../envs/core.yaml"
+    params:
+        # one static value, so a renamed label re-runs this rule (params trigger)
+        runs=" ".join(
+            f"--run {experiment_label(e)!r} {spec_path('pretraining', p)} {run_path('experiment', e, METRICS)}"
+            for e, p in ABLATION_RUNS
+        ),
+        dataset=DATASET,
+    shell:
+        "python -m lgseg text-encoder-ablation {params.runs} --out {output.csv} --markdown {output.markdown}"
         " --dataset {params.dataset} 2> {log}"
 
 

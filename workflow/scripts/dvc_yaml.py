@@ -167,6 +167,8 @@ RULES: dict[str, RuleSpec] = {
     "evaluate": RuleSpec(deps=_evaluate_deps),
     "table1": RuleSpec(params=lambda j, c, g: _table_params(c, "table1")),
     "table2": RuleSpec(params=lambda j, c, g: _table_params(c, "table2")),
+    "table3": RuleSpec(params=lambda j, c, g: _table_params(c, "table3")),
+    "text_encoder_ablation": RuleSpec(params=lambda j, c, g: _table_params(c, "text_encoder_ablation")),
     "limited_annotations": RuleSpec(params=lambda j, c, g: ["dataset.name", "annotation.ratios",
                                                             "reports.limited_annotations"] +
                                     [f"experiments.{e}.label" for e in c["reports"]["limited_annotations"]]),

@@ -16,6 +16,8 @@ class Variant:
 VARIANTS = {
     "Res16UNet34D": Variant((32, 64, 128, 256, 256, 256, 256, 512), (2, 3, 4, 6, 2, 2, 2, 2)),  # the paper's
     "Res16UNet34C": Variant((32, 64, 128, 256, 256, 128, 96, 96), (2, 3, 4, 6, 2, 2, 2, 2)),
+    # Table 3's smaller backbone: Res16UNet18's blocks with 34C's planes (MinkowskiEngine's MinkUNet18 layout)
+    "Res16UNet18C": Variant((32, 64, 128, 256, 256, 128, 96, 96), (2, 2, 2, 2, 2, 2, 2, 2)),
     "Res16UNet14Tiny": Variant((16, 16, 32, 32, 32, 32, 16, 16), (1, 1, 1, 1, 1, 1, 1, 1)),  # demo and tests
 }
 INIT_DIM = 32
@@ -127,3 +129,10 @@ class Res16UNet(nn.Module):
             out = self.embedding(out)
         logits = self.final(out) if self.final is not None else out
         return {"features": logits, "offsets": offsets} if offsets is not None else logits
+
+
+def parameter_count(variant: str, num_classes: int = 200) -> int:
+    """Trainable parameters of `variant` with a linear `num_classes` head (the size a table states)."""
+    from lgseg.sparse import get_backend
+
+    return sum(p.numel() for p in Res16UNet(get_backend("torch"), variant, num_classes=num_classes).parameters())

@@ -19,7 +19,8 @@ TINY_CLIP_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "text"
 CLIP_FILE_HELP = ("download the OpenAI CLIP ViT-B/32 weights on a machine with internet (the `ViT-B-32.pt` file "
                   "of OpenAI's CLIP release, or open_clip's `open_clip_pytorch_model.bin` of "
                   "timm/vit_base_patch32_clip_224.openai) and set `text.checkpoint` to its path")
-CLIP_CHECKPOINT_MISSING = f"config key 'text.checkpoint' is required for text.encoder clip-vit-b32: {CLIP_FILE_HELP}"
+CLIP_CHECKPOINT_MISSING = ("config key 'text.checkpoint' is required for the text encoder clip-vit-b32 (text.encoder "
+                           f"or a pre-training's text.encoder): {CLIP_FILE_HELP}")
 
 
 def _prepare_text_model_imports() -> None:
@@ -169,6 +170,7 @@ class MiniLMEncoder(TextEncoder):
 
 
 ENCODERS = ("clip-vit-b32", "minilm-l6", "tiny-clip-random")
+ENCODER_LABELS = {"clip-vit-b32": "CLIP ViT-B/32", "minilm-l6": "MiniLM-L6", "tiny-clip-random": "tiny random CLIP"}
 
 
 def make_encoder(name: str, checkpoint: str | Path | None = None, quick_gelu: bool = True) -> TextEncoder:

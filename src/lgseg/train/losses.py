@@ -18,6 +18,7 @@ from lgseg.errors import ConfigError
 from lgseg.scannet.labels import IGNORE_INDEX
 
 CONTRASTIVE_REDUCTIONS = ("mean_all", "mean_labelled", "none")
+DISTANCES = ("cosine", "l2", "l1")  # of the language pre-training (losses.contrastive.distance)
 ALPHA_FORMULAS = ("paper_log", "inverse_log")
 ALPHA_NORMALIZATIONS = ("sum", "mean")
 COUNT_COLUMN = "num_vertices"
@@ -78,25 +79,48 @@ def positive_cosine(features: torch.Tensor, labels: torch.Tensor, anchors: torch
     return cosine.gather(1, labels[labelled][:, None]).mean()
 
 
+def anchor_scores(features: torch.Tensor, anchors: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """[N, C] similarity of every feature to every anchor, in float32, under the pre-training's `distance`: the
+    cosine, or minus the L2 / L1 distance to the unit anchors (argmax = the nearest anchor either way)."""
+    _check_choice("distance", distance, DISTANCES)
+    if distance == "cosine":
+        return cosine_to_anchors(features, anchors)
+    with _float32(features.device):
+        return -torch.cdist(features.float(), F.normalize(anchors.float(), dim=1), p=1 if distance == "l1" else 2)
+
+
+def _distances(points: torch.Tensor, anchors: torch.Tensor, distance: str) -> torch.Tensor:
+    """[N, K] distance of each point [N, D] to its K anchors [N, K, D] (unit rows), L2 with the authors' 1e-7 guard
+    inside the root (its gradient stays finite at 0)."""
+    difference = points[:, None, :] - anchors
+    if distance == "l1":
+        return difference.abs().sum(dim=2)
+    return (difference.pow(2).sum(dim=2) + 1e-7).sqrt()
+
+
 def language_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor, *,
                               pos_threshold: float = 0.0, neg_threshold: float = 0.6, neg_weight: float = 1.0,
                               num_negatives: int = 3, generator: torch.Generator | None = None,
-                              negatives: torch.Tensor | None = None, reduction: str = "mean_all") -> torch.Tensor:
+                              negatives: torch.Tensor | None = None, reduction: str = "mean_all",
+                              distance: str = "cosine") -> torch.Tensor:
     """Hinge loss pulling each labelled feature to its class anchor and away from K random other anchors.
 
     Per labelled point i with class y (docs/method.md §2, LGS `ContrastiveLanguageLoss`):
 
-        relu((1 - cos(f_i, t_y)) - pos_threshold) + neg_weight * relu(neg_threshold - (1 - mean_k cos(f_i, t_nk)))
+        relu(d(f_i, t_y) - pos_threshold) + neg_weight * relu(neg_threshold - mean_k d(f_i, t_nk))
 
-    Both features and anchors are L2-normalised. The negatives n_1..n_K are drawn uniformly with replacement from the
-    other classes, independently per point (`sample_negatives` with `generator`), unless `negatives` [N, K] gives
-    them explicitly (rows of ignored points are not read). Ignored points (label -1) contribute 0.
+    with d the cosine distance 1 - cos (the paper's; features and anchors L2-normalised), or the L2 or L1 distance
+    between the raw feature and the unit anchor (`distance`: "cosine", "l2", "l1"; the supplement's ablation,
+    docs/method.md §9). The negatives n_1..n_K are drawn uniformly with replacement from the other classes,
+    independently per point (`sample_negatives` with `generator`), unless `negatives` [N, K] gives them explicitly
+    (rows of ignored points are not read). Ignored points (label -1) contribute 0.
 
     reduction: "mean_all" (the authors': sum over labelled points divided by the number of ALL points, ignored ones
     included, docs/method.md §2), "mean_labelled" (divided by the number of labelled points; 0 if there are none), or
     "none" ([N] per-point values, 0 at ignored points).
     """
     _check_choice("reduction", reduction, CONTRASTIVE_REDUCTIONS)
+    _check_choice("distance", distance, DISTANCES)
     labelled = labels != IGNORE_INDEX
     y = labels[labelled]
     if negatives is None:
@@ -106,9 +130,14 @@ def language_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, anch
         if (negatives == y[:, None]).any():
             raise ConfigError("negatives: a negative equals the point's own class")
     with _float32(features.device):
-        dots, inverse_norm = _anchor_dots(features[labelled], anchors)  # scaled after the gather: [N] not [N, C]
-        pos_distance = 1.0 - dots.gather(1, y[:, None]).squeeze(1) * inverse_norm
-        neg_distance = 1.0 - dots.gather(1, negatives).mean(dim=1) * inverse_norm
+        if distance == "cosine":  # 1 - mean_k cos = mean_k (1 - cos)
+            dots, inverse_norm = _anchor_dots(features[labelled], anchors)  # scaled after the gather: [N] not [N, C]
+            pos_distance = 1.0 - dots.gather(1, y[:, None]).squeeze(1) * inverse_norm
+            neg_distance = 1.0 - dots.gather(1, negatives).mean(dim=1) * inverse_norm
+        else:
+            points, unit = features[labelled].float(), F.normalize(anchors.float(), dim=1)
+            pos_distance = _distances(points, unit[y][:, None, :], distance).squeeze(1)
+            neg_distance = _distances(points, unit[negatives], distance).mean(dim=1)
         per_point = F.relu(pos_distance - pos_threshold) + neg_weight * F.relu(neg_threshold - neg_distance)
         if reduction == "mean_all":
             return per_point.sum() / max(labels.numel(), 1)

@@ -181,7 +181,8 @@ class InstanceSegmentationFocal(_InstanceHeads, ClassBalancedFocal):
 
 class LanguageContrastive(Objective):
     """The paper's language-grounded pre-training: features pulled to their class's text anchor, pushed from
-    sampled other anchors (docs/method.md §2). Output width = anchor width; monitored by nearest-anchor mIoU."""
+    sampled other anchors (docs/method.md §2) under the cosine, L2 or L1 distance (`losses.contrastive.distance`).
+    Output width = anchor width; monitored by nearest-anchor mIoU under the same distance."""
 
     name = "language"
     stage = PRETRAINING
@@ -196,6 +197,10 @@ class LanguageContrastive(Objective):
 
         self.anchors = torch.from_numpy(load_text_anchors(files["anchors"]).embeddings).to(device)
         self.generator = torch.Generator(device=device)
+
+    @property
+    def distance(self) -> str:
+        return self.settings["losses.contrastive"]["distance"]
 
     def model_args(self, init_args):
         return {"num_classes": None, "feature_dim": int(self.anchors.shape[1])}
@@ -215,7 +220,7 @@ class LanguageContrastive(Objective):
         per_point = losses.language_contrastive_loss(
             outputs["features"], labels, self.anchors, pos_threshold=c["pos_threshold"],
             neg_threshold=c["neg_threshold"], neg_weight=c["neg_weight"], num_negatives=c["num_negatives"],
-            generator=self.generator, reduction="none")
+            generator=self.generator, reduction="none", distance=c["distance"])
         count = torch.tensor(labels.numel(), device=labels.device) if c["reduction"] == "mean_all" \
             else (labels >= 0).sum()
         return per_point.sum(), count
@@ -223,14 +228,19 @@ class LanguageContrastive(Objective):
     def scores(self, outputs):
         from lgseg.train import losses
 
-        return losses.cosine_to_anchors(outputs["features"], self.anchors)
+        return losses.anchor_scores(outputs["features"], self.anchors, self.distance)
 
     def observe(self, outputs, batch, scores):
+        from lgseg.train import losses
+
         labels = batch["labels"]
         labelled = int((labels >= 0).sum())
         if not labelled:
             return {}
-        cosine = float(scores.gather(1, labels[labels >= 0][:, None]).mean())  # scores are cosines to the anchors
+        if self.distance == "cosine":  # the scores are the cosines to the anchors
+            cosine = float(scores.gather(1, labels[labels >= 0][:, None]).mean())
+        else:
+            cosine = float(losses.positive_cosine(outputs["features"], labels, self.anchors))
         return {"positive_cosine": (cosine * labelled, labelled)}
 
 
@@ -243,6 +253,7 @@ class SupCon(LanguageContrastive):
 
     name = "supcon"
     reads = ("losses.supcon",)
+    distance = "cosine"  # of the nearest-anchor predictions (the authors' default representation distance)
 
     def __init__(self, settings, files, device):
         super().__init__(settings, files, device)
