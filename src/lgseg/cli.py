@@ -467,25 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True)
         p.set_defaults(run=_table)
 
-    p = commands.add_parser("table3", help="results/table3.csv and .md: the smaller backbone (supplement's Table 3)")
-    p.add_argument("--run", dest="runs", nargs=3, action="append", required=True,
-                   metavar=("LABEL", "SPEC", "METRICS"),
-                   help="one row: label, the experiment's run specification JSON (its backbone), its metrics.json")
-    p.add_argument("--out", required=True, help="csv to write")
-    p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper)")
-    p.add_argument("--dataset", required=True)
-    p.set_defaults(run=_table3)
-
-    p = commands.add_parser("text-encoder-ablation",
-                            help="results/text_encoder_ablation.csv and .md: text encoders and distances (CLIP only)")
-    p.add_argument("--run", dest="runs", nargs=3, action="append", required=True,
-                   metavar=("LABEL", "PRETRAINING_SPEC", "METRICS"),
-                   help="one row: label, the run specification JSON of the language pre-training it starts from "
-                        "(its anchors and distance), the fine-tuning's metrics.json")
-    p.add_argument("--out", required=True, help="csv to write")
-    p.add_argument("--markdown", required=True, help="markdown to write (ours beside the supplement)")
-    p.add_argument("--dataset", required=True)
-    p.set_defaults(run=_text_encoder_ablation)
+    spec_tables = (
+        ("table3", "results/table3.csv and .md: the smaller backbone (supplement's Table 3)", "SPEC",
+         "one row: label, the experiment's run specification JSON (its backbone), its metrics.json", _table3),
+        ("text-encoder-ablation", "results/text_encoder_ablation.csv and .md: text encoders and distances (CLIP "
+         "only)", "PRETRAINING_SPEC", "one row: label, the run specification JSON of the language pre-training it "
+         "starts from (its anchors and distance), the fine-tuning's metrics.json", _text_encoder_ablation))
+    for name, about, spec, row, command in spec_tables:
+        p = commands.add_parser(name, help=about)
+        p.add_argument("--run", dest="runs", nargs=3, action="append", required=True,
+                       metavar=("LABEL", spec, "METRICS"), help=f"{row} (repeat; rows in order)")
+        p.add_argument("--out", required=True, help="csv to write")
+        p.add_argument("--markdown", required=True, help="markdown to write (ours beside the paper's numbers)")
+        p.add_argument("--dataset", required=True)
+        p.set_defaults(run=command)
 
     p = commands.add_parser("limited-annotations",
                             help="results/limited_annotations.csv and .md from the study's metrics.json files")

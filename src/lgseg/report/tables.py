@@ -77,6 +77,20 @@ def write_table1(runs: dict[str, str | Path], out_csv: str | Path, out_md: str |
     write_text(out_md, "\n".join(text))
 
 
+def _write_protocol_tables(table: pd.DataFrame, out_csv: str | Path, out_md: str | Path, dataset: str,
+                           intro: list[str], render, paper: list[str]) -> None:
+    """The csv of `table`, and a markdown of `intro` (paragraphs), the demo note, one `render`ed table per protocol
+    and the `paper` part."""
+    with atomic_file(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    text = [line for paragraph in intro for line in (paragraph, "")]
+    if dataset != "scannet200":
+        text += [DEMO_NOTE, ""]
+    for protocol in PROTOCOLS:
+        text += [f"## Ours ({protocol} protocol)", "", render(table[table["protocol"] == protocol]), ""]
+    write_text(out_md, "\n".join(text + paper))
+
+
 def limited_annotations(runs: list[tuple[str, float, str | Path]]) -> pd.DataFrame:
     """One row per (method, annotated fraction, protocol) from (label, ratio, metrics.json) triples."""
     metrics = {path: json.loads(Path(path).read_text()) for _, _, path in runs}
@@ -142,21 +156,11 @@ def table2(runs: dict[str, str | Path]) -> pd.DataFrame:
 
 
 def write_table2(runs: dict[str, str | Path], out_csv: str | Path, out_md: str | Path, dataset: str) -> None:
-    table = table2(runs)
-    with atomic_file(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    text = [f"# Table 2: ScanNet200 3D instance segmentation (val), dataset `{dataset}`", "",
-            f"Numbers in %. {INSTANCE_NOTE} **Paper**: Table 2 of Rozenberszki et al. (ECCV 2022), real ScanNet, "
-            "which gives Precision, mIoU and mAP@0.5 only and does not say which protocol.", "",
-            SCENE_VIEWS_NOTE, ""]
-    if dataset != "scannet200":
-        text += [DEMO_NOTE, ""]
-    for protocol in PROTOCOLS:
-        text += [f"## Ours ({protocol} protocol)", "", _markdown(table[table["protocol"] == protocol], TABLE2_COLUMNS),
-                 ""]
-    text += ["## Paper", "", _markdown(paper_table("table2"), ["precision", "miou", "map50"]), ""]
-    write_text(out_md, "\n".join(text))
-
+    intro = [f"# Table 2: ScanNet200 3D instance segmentation (val), dataset `{dataset}`",
+             f"Numbers in %. {INSTANCE_NOTE} **Paper**: Table 2 of Rozenberszki et al. (ECCV 2022), real ScanNet, "
+             "which gives Precision, mIoU and mAP@0.5 only and does not say which protocol.", SCENE_VIEWS_NOTE]
+    _write_protocol_tables(table2(runs), out_csv, out_md, dataset, intro, lambda t: _markdown(t, TABLE2_COLUMNS),
+                           ["## Paper", "", _markdown(paper_table("table2"), ["precision", "miou", "map50"]), ""])
 
 MIOU_COLUMNS = [f"miou_{g}" for g in GROUPS]
 TABLE3_COLUMNS = ["backbone", "epochs", "parameters_m", *MIOU_COLUMNS]
@@ -194,30 +198,20 @@ def write_table3(runs: list[tuple[str, str, int, str | Path]], out_csv: str | Pa
                  dataset: str) -> None:
     from lgseg.models import parameter_count
 
-    table = table3(runs)
-    with atomic_file(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
     paper_main = paper_table("table1").set_index("method")["miou_all"]
-    text = [f"# Table 3: the smaller backbone, ScanNet200 semantic segmentation (val), dataset `{dataset}`", "",
-            "The same comparison with a smaller 3D U-Net (the supplement's Table 3). **parameters m**: the network "
-            "with its 200-class head, in millions (Res16UNet18C: Res16UNet18's blocks with Res16UNet34C's planes, "
-            "the Res16UNet variant closest to the supplement's 20M). **epochs**: of the row's fine-tuning (its "
-            "pre-training's may differ). mIoU in %. " + PROTOCOL_NOTE, ""]
-    if dataset != "scannet200":
-        text += [DEMO_NOTE, ""]
-    for protocol in PROTOCOLS:
-        text += [f"## Ours ({protocol} protocol)", "",
-                 _markdown_text(table[table["protocol"] == protocol], ["backbone", "epochs"],
-                                ["parameters_m", *MIOU_COLUMNS]),
-                 ""]
-    text += ["## Paper", "",
+    intro = [f"# Table 3: the smaller backbone, ScanNet200 semantic segmentation (val), dataset `{dataset}`",
+             "The same comparison with a smaller 3D U-Net (the supplement's Table 3). **parameters m**: the network "
+             "with its 200-class head, in millions (Res16UNet18C: Res16UNet18's blocks with Res16UNet34C's planes, "
+             "the Res16UNet variant closest to the supplement's 20M). **epochs**: of the row's fine-tuning (its "
+             "pre-training's may differ). mIoU in %. " + PROTOCOL_NOTE]
+    paper = ["## Paper", "",
              "The supplement's Table 3 on its 20M-parameter U-Net, mIoU all, **transcribed from a secondary source** "
              "(a third-party summary of the supplement; its other columns were not recovered). Beside it, Table 1's "
              f"rows on the main backbone, Res16UNet34D ({parameter_count('Res16UNet34D') / 1e6:.1f}M parameters): "
              f"Scratch {paper_main['Scratch']:.2f}, Ours {paper_main['Ours']:.2f}.", "",
              _markdown_text(paper_table("table3"), ["backbone"], ["miou_all"]), ""]
-    write_text(out_md, "\n".join(text))
-
+    _write_protocol_tables(table3(runs), out_csv, out_md, dataset, intro,
+                           lambda t: _markdown_text(t, ["backbone", "epochs"], ["parameters_m", *MIOU_COLUMNS]), paper)
 
 ABLATION_COLUMNS = ["text_encoder", "anchor_dim", "anchor_cosine", "distance", *MIOU_COLUMNS, "paper_miou_all"]
 
@@ -255,20 +249,13 @@ def text_encoder_ablation(runs: list[tuple[str, str | Path, str, str | Path]]) -
 
 def write_text_encoder_ablation(runs: list[tuple[str, str | Path, str, str | Path]], out_csv: str | Path,
                                 out_md: str | Path, dataset: str) -> None:
-    table = text_encoder_ablation(runs)
-    with atomic_file(out_csv) as tmp:
-        table.to_csv(tmp, index=False)
-    text = [f"# Text encoder and distance ablation: ScanNet200 semantic segmentation (val), dataset `{dataset}`", "",
-            "Language pre-training with each row's text anchors and distance, then cross-entropy fine-tuning (the "
-            "paper's \"CLIP only\" setting). **anchor cosine**: the mean cosine between the anchors of two different "
-            "classes. **paper miou all**: the supplement's number for the same encoder and distance, **transcribed "
-            "from a secondary source** (a third-party summary of the supplement). mIoU in %. " + PROTOCOL_NOTE, ""]
-    if dataset != "scannet200":
-        text += [DEMO_NOTE, ""]
-    for protocol in PROTOCOLS:
-        text += [f"## Ours ({protocol} protocol)", "",
-                 _markdown_text(table[table["protocol"] == protocol], ["text_encoder", "anchor_dim", "distance"],
-                                ["anchor_cosine", *MIOU_COLUMNS, "paper_miou_all"]), ""]
-    text += ["## Supplement (secondary source)", "",
+    intro = [f"# Text encoder and distance ablation: ScanNet200 semantic segmentation (val), dataset `{dataset}`",
+             "Language pre-training with each row's text anchors and distance, then cross-entropy fine-tuning (the "
+             "paper's \"CLIP only\" setting). **anchor cosine**: the mean cosine between the anchors of two different "
+             "classes. **paper miou all**: the supplement's number for the same encoder and distance, **transcribed "
+             "from a secondary source** (a third-party summary of the supplement). mIoU in %. " + PROTOCOL_NOTE]
+    paper = ["## Supplement (secondary source)", "",
              _markdown_text(paper_table("text_encoder_ablation"), ["text_encoder", "distance"], ["miou_all"]), ""]
-    write_text(out_md, "\n".join(text))
+    _write_protocol_tables(text_encoder_ablation(runs), out_csv, out_md, dataset, intro,
+                           lambda t: _markdown_text(t, ["text_encoder", "anchor_dim", "distance"],
+                                                    ["anchor_cosine", *MIOU_COLUMNS, "paper_miou_all"]), paper)
