@@ -41,7 +41,7 @@ rule all:
             else []
         ),
         str(LAYOUT.figure("fig4_class_distribution.png")),
-        [str(LAYOUT.figure(f"text_anchors_{encoder}.png")) for encoder in TEXT_ENCODERS],
+        [str(LAYOUT.text_anchors_figure(encoder)) for encoder in TEXT_ENCODERS],
         str(LAYOUT.class_stats),
         [str(LAYOUT.mask(ratio)) for ratio in RATIOS],
         [run_path("experiment", name, METRICS) for name in EXPERIMENTS],

@@ -120,6 +120,35 @@ def test_objective_losses_match_the_loss_functions(project):
     assert np.isclose(alpha.mean(), 1.0, atol=1e-5)  # inverse_log, normalised to mean 1
 
 
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+def test_the_objective_trains_and_monitors_under_its_distance(project, distance):
+    """A pre-training with losses.contrastive.distance l2 / l1: its loss, its class scores (the nearest anchor under
+    that distance) and its logged positive cosine are those of the loss functions."""
+    config = _config(project)
+    spec = resolve_run(config, "pretraining", "lang")
+    settings = {**spec.settings, "losses.contrastive": {**spec.settings["losses.contrastive"], "distance": distance}}
+    anchors = torch.from_numpy(load_text_anchors(spec.files["anchors"]).embeddings)
+    features = torch.randn(50, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(-1, 200, (50,), generator=torch.Generator().manual_seed(1))
+    pre = LanguageContrastive(settings, {"anchors": spec.files["anchors"]}, torch.device("cpu"))
+    pre.start_epoch(0, 3)
+    total, count = pre.loss({"features": features}, {"labels": labels})
+    expected = losses.language_contrastive_loss(features, labels, anchors, reduction="mean_all", distance=distance,
+                                                generator=torch.Generator().manual_seed(3_027))
+    torch.testing.assert_close(total / count, expected)
+    cosine = losses.language_contrastive_loss(features, labels, anchors, reduction="mean_all",
+                                              generator=torch.Generator().manual_seed(3_027))
+    assert not torch.isclose(expected, cosine)  # another distance, another loss
+    scores = pre.scores({"features": features})
+    torch.testing.assert_close(scores, losses.anchor_scores(features, anchors, distance))
+    unit = anchors / anchors.norm(dim=1, keepdim=True)
+    nearest = (features[:, None, :] - unit[None]).norm(p=1 if distance == "l1" else 2, dim=2).argmin(1)
+    assert torch.equal(scores.argmax(1), nearest)
+    valid = labels >= 0
+    (cosine_sum, labelled), = pre.observe({"features": features}, {"labels": labels}, scores[valid]).values()
+    assert cosine_sum / labelled == pytest.approx(float(losses.positive_cosine(features, labels, anchors)), abs=1e-6)
+
+
 def test_config_cross_references_are_checked(project):
     base = yaml.safe_load((project / "config_0.05.yaml").read_text())
     for change, message in (

@@ -191,6 +191,15 @@ def test_identity_settings_change_exactly_with_what_changes_the_weights(key, val
     assert before.to_json() != after.to_json() or not changes
 
 
+def test_an_experiments_own_model_override_is_part_of_its_identity():
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    before = resolve_run(validate_config(base, SCHEMA_PATH), "experiment", "scratch")
+    after = resolve_run(validate_config(_perturbed(base, "experiments.scratch.model", {"variant": "Res16UNet18C"}),
+                                        SCHEMA_PATH), "experiment", "scratch")
+    assert before.settings["model"] == {"variant": "Res16UNet14Tiny"}
+    assert after.settings == {**before.settings, "model": {"variant": "Res16UNet18C"}}
+
+
 def test_an_unset_max_grad_norm_leaves_the_identity_as_before_the_key_existed():
     base = yaml.safe_load((REPO / "config.yaml").read_text())
     for value, expected in ((None, "absent"), (3.0, 3.0)):
@@ -213,9 +222,8 @@ def test_a_pretraining_reads_the_anchors_of_its_own_text_encoder():
     assert resolve_run(config, "pretraining", "clip").files["anchors"] == "data/text/minilm-l6.npz"
     assert resolve_run(config, "pretraining", "clip_tiny_random").files["anchors"] == "data/text/tiny-clip-random.npz"
     assert text_encoders(config) == ["minilm-l6", "tiny-clip-random"]
-    assert text_ablation_rows(config) == [("clip_only", "minilm-l6", "cosine"),
-                                          ("clip_only_tiny_random", "tiny-clip-random", "cosine"),
-                                          ("clip_only_l2", "minilm-l6", "l2"), ("clip_only_l1", "minilm-l6", "l1")]
+    assert text_ablation_rows(config) == [("clip_only", "clip"), ("clip_only_tiny_random", "clip_tiny_random"),
+                                          ("clip_only_l2", "clip_l2"), ("clip_only_l1", "clip_l1")]
     # the distance is part of the pre-training's identity; its fine-tuning is another run through the init
     l2 = resolve_run(config, "pretraining", "clip_l2").settings["losses.contrastive"]
     assert l2 == {**resolve_run(config, "pretraining", "clip").settings["losses.contrastive"], "distance": "l2"}
@@ -231,6 +239,8 @@ def test_a_pretraining_reads_the_anchors_of_its_own_text_encoder():
                                                                "language pre-training"),
     ("reports.text_encoder_ablation", ["supcon"], "experiment 'supcon', which does not start from a language"),
     ("reports.table3", ["instance_scratch"], "'reports.table3' names experiment 'instance_scratch', whose loss"),
+    ("pretraining.csc.text", {"encoder": "tiny-clip-random"}, "'pretraining.csc.text': the run's objective 'csc' "
+                                                             "reads no text anchors"),
 ])
 def test_table3_and_ablation_mistakes_name_the_key(key, value, message):
     base = yaml.safe_load((REPO / "config.yaml").read_text())

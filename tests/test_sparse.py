@@ -274,7 +274,7 @@ def _hand_parameter_count(planes, layers, classes=200, init=32, channels=3):
 
 def test_table3_backbone_has_the_stated_parameter_count():
     """Res16UNet18C, the Res16UNet variant closest to the supplement's 20M: 21.7M with the 200-class head (README,
-    docs/method.md §12), counted by hand from its layout; the hand count also gives MinkUNet34C's known figure."""
+    docs/method.md §9), counted by hand from its layout; the hand count also gives MinkUNet34C's known figure."""
     assert _hand_parameter_count((32, 64, 128, 256, 256, 128, 96, 96), (2, 3, 4, 6, 2, 2, 2, 2), classes=20) \
         == 37_846_644
     hand = _hand_parameter_count((32, 64, 128, 256, 256, 128, 96, 96), (2,) * 8)

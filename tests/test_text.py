@@ -4,6 +4,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +113,17 @@ def test_cache_is_reused_until_an_input_changes(tmp_path):
                                   encode_with(tiny_model(True), [f"a {c} in a room" for c in classes]))
     torch.save(tiny_model(True, seed=4).state_dict(), weights)  # weights changed
     assert build_text_anchors(encoder, out, template="a {} in a room") is True
+
+
+def test_re_encoding_the_same_inputs_writes_the_same_bytes(tmp_path):
+    """The rule re-runs when an unrelated setting changes (Snakemake deletes the output first): the new file must hash
+    as the old one, or every run reading the anchors would retrain (its identity holds the file's sha256)."""
+    first, second = tmp_path / "a" / "tiny.npz", tmp_path / "b" / "tiny.npz"
+    build_text_anchors(make_encoder("tiny-clip-random"), first)
+    time.sleep(2.1)  # np.savez's archive holds the write time (2 s resolution) and the old cache its duration
+    build_text_anchors(make_encoder("tiny-clip-random"), second)
+    assert first.read_bytes() == second.read_bytes()
+    np.testing.assert_array_equal(load_text_anchors(second).embeddings, load_text_anchors(first).embeddings)
 
 
 def test_anchor_cache_errors_name_the_file(tmp_path):

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -83,3 +84,17 @@ def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def write_npz(path: str | Path, arrays: dict, compress: bool = False) -> None:
+    """Write `arrays` (name -> array) as an `.npz` that `np.load` reads, atomically and byte for byte the same for
+    the same arrays: unlike `np.savez`, no write time goes into the archive, so a rule that re-runs with the same
+    result changes no content hash downstream (a run's identity)."""
+    import numpy as np
+
+    with atomic_file(path) as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for name, array in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+            with archive.open(entry, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)

@@ -92,6 +92,10 @@ class Layout:
     def text_anchors(self, encoder: str) -> Path:
         return Path(self.data_dir) / "text" / f"{encoder}.npz"
 
+    def text_anchors_figure(self, encoder: str) -> Path:
+        """The anchors' similarity heat map."""
+        return self.figure(f"text_anchors_{encoder}.png")
+
     # runs
     def run_dir(self, kind: str, name: str) -> Path:
         """runs/<dataset>/<experiment>, or runs/<dataset>/pretrain/<name> for a pre-training."""

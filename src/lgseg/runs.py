@@ -183,19 +183,17 @@ def text_encoders(config: dict) -> list[str]:
     return sorted(used | {config["text"]["encoder"]})
 
 
-def text_ablation_rows(config: dict) -> list[tuple[str, str, str]]:
-    """(experiment, text encoder, distance) of each row of `reports.text_encoder_ablation`: read from the language
-    pre-training the experiment starts from (ConfigError naming the key for a row without one)."""
+def text_ablation_rows(config: dict) -> list[tuple[str, str]]:
+    """(experiment, its language pre-training) of each row of `reports.text_encoder_ablation` (ConfigError naming the
+    key for a row that starts from no language pre-training)."""
     rows = []
     for name in config["reports"]["text_encoder_ablation"]:
         pretraining = config["experiments"][name].get("pretraining")
-        spec = resolve_run(config, PRETRAINING, pretraining) if pretraining else None
-        if spec is None or "losses.contrastive" not in spec.settings:
+        if not pretraining or "losses.contrastive" not in resolve_run(config, PRETRAINING, pretraining).settings:
             raise ConfigError(f"config key 'reports.text_encoder_ablation' names experiment {name!r}, which does "
                               "not start from a language pre-training (method: language); list fine-tunings of "
                               "language pre-trainings")
-        entry = run_entries(config)[PRETRAINING][pretraining]
-        rows.append((name, anchor_encoder(config, entry), spec.settings["losses.contrastive"]["distance"]))
+        rows.append((name, pretraining))
     return rows
 
 
@@ -229,6 +227,9 @@ def resolve_run(config: dict, kind: str, name: str) -> RunSpec:
         raise ConfigError(f"config key '{section}.{name}' is missing; defined: {', '.join(entries) or 'none'}")
     entry, layout = entries[name], Layout.of(config)
     objective = objective_class(entry[OBJECTIVE_KEY[kind]], kind, f"{section}.{name}.{OBJECTIVE_KEY[kind]}")
+    if entry.get("text") and "anchors" not in objective.needs:
+        raise ConfigError(f"config key '{section}.{name}.text': the run's objective {objective.name!r} reads no "
+                          "text anchors; remove it")
     unread = sorted(set(entry["losses"]) - {key.partition(".")[2] for key in objective.reads if key.startswith("losses.")})
     if unread:
         raise ConfigError(f"config key '{section}.{name}.losses.{unread[0]}': the run's objective "

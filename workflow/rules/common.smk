@@ -17,6 +17,7 @@ from lgseg.runs import (
     tsne_panels,
 )
 from lgseg.scannet.demo import DemoSettings, demo_scene_ids
+from lgseg.text.encoders import ENCODER_SETTINGS
 from lgseg.scannet.splits import official_scene_lists, official_split
 
 LAYOUT = Layout.of(config)

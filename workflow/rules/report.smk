@@ -89,11 +89,7 @@ rule table3:
         " --dataset {params.dataset} 2> {log}"
 
 
-# (experiment, its language pre-training) of each row of the text-encoder and distance ablation
-ABLATION_RUNS = [
-    (name, config["experiments"][name]["pretraining"])
-    for name, _, _ in text_ablation_rows(config)
-]
+ABLATION_RUNS = text_ablation_rows(config)  # (experiment, its language pre-training)
 
 
 rule text_encoder_ablation:

@@ -1,17 +1,23 @@
-"""Text stage: class-name anchors of each text encoder the runs use, cached once (and their similarity heat map)."""
+"""Text stage: class-name anchors of each text encoder the runs use, cached once (and their similarity heat map).
+Each encoder's job reads only the `text` settings its anchors depend on (lgseg.text.encoders.ENCODER_SETTINGS).
+"""
+
+
+def encoder_reads(wildcards, setting):
+    return setting in ENCODER_SETTINGS[wildcards.encoder]
 
 
 rule text_anchors:
     input:
         lambda w: (
             [TEXT["checkpoint"]]
-            if w.encoder == "clip-vit-b32" and TEXT["checkpoint"]
+            if encoder_reads(w, "checkpoint") and TEXT["checkpoint"]
             else []
         ),
     output:
         anchors=str(LAYOUT.text_anchors("{encoder}")),
         figure=report(
-            str(LAYOUT.figure("text_anchors_{encoder}.png")),
+            str(LAYOUT.text_anchors_figure("{encoder}")),
             caption="../report/text_anchors.rst",
             category="Dataset",
         ),
@@ -24,10 +30,14 @@ rule text_anchors:
     params:
         checkpoint=lambda w: (
             f"--checkpoint {TEXT['checkpoint']}"
-            if w.encoder == "clip-vit-b32" and TEXT["checkpoint"]
+            if encoder_reads(w, "checkpoint") and TEXT["checkpoint"]
             else ""
         ),
-        quick_gelu="--quick-gelu" if TEXT["quick_gelu"] else "--no-quick-gelu",
+        quick_gelu=lambda w: (
+            ("--quick-gelu" if TEXT["quick_gelu"] else "--no-quick-gelu")
+            if encoder_reads(w, "quick_gelu")
+            else ""
+        ),
         template=TEXT["template"],
     shell:
         "python -m lgseg text-anchors --encoder {wildcards.encoder} {params.checkpoint} {params.quick_gelu}"

@@ -51,6 +51,7 @@ if str(ROOT / "src") not in sys.path:  # the checkout's library, as the Snakefil
 
 from lgseg.errors import ConfigError  # noqa: E402
 from lgseg.paths import BEST, LAST, LIVE, RUN_SPEC, SUMMARY  # noqa: E402
+from lgseg.text.encoders import ENCODER_SETTINGS  # noqa: E402
 
 DEFAULT_CONFIG = "config.yaml"  # the Snakefile's `configfile:`; --configfile files are merged over it
 HEADER = """\
@@ -160,7 +161,8 @@ RULES: dict[str, RuleSpec] = {
     "annotation_masks": RuleSpec(params=("annotation.min_points",)),
     "class_stats": RuleSpec(),
     "instance_bank": RuleSpec(params=("instance_sampling.groups", "instance_sampling.power")),
-    "text_anchors": RuleSpec(params=("text",)),
+    "text_anchors": RuleSpec(params=lambda j, c, g: [f"text.{key}" for key in
+                                                     ENCODER_SETTINGS[j.wildcards["encoder"]]]),
     "run_spec": RuleSpec(params=ALL_PARAMS, deps=_spec_code),
     "pretrain": RuleSpec(persist=_run_state),
     "train": RuleSpec(persist=_run_state),

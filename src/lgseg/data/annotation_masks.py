@@ -7,7 +7,7 @@ from pathlib import Path
 import numba
 import numpy as np
 from lgseg.data.store import read_scene
-from lgseg.fileio import atomic_file
+from lgseg.fileio import write_npz
 from lgseg.parallel import map_with_progress
 
 
@@ -75,7 +75,5 @@ def write_annotation_masks(scene_folders: list[Path], ratio: float, out: str | P
     """Compute masks for the given processed scenes and store them as one `.npz` (scene id -> indices)."""
     jobs = [(str(folder), ratio, min_points) for folder in scene_folders]
     masks = dict(map_with_progress(_mask_one, jobs, workers, f"annotation masks {ratio:g}"))
-    with atomic_file(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **{scene: masks[scene] for scene in sorted(masks)})
+    write_npz(out, {scene: masks[scene] for scene in sorted(masks)}, compress=True)
     return masks

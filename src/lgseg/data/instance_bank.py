@@ -17,7 +17,7 @@ import pandas as pd
 
 from lgseg.data.store import read_scene
 from lgseg.errors import DataError
-from lgseg.fileio import atomic_file
+from lgseg.fileio import write_npz
 from lgseg.parallel import map_with_progress
 from lgseg.scannet.labels import FREQUENCY_GROUPS, IGNORE_INDEX, scannet200
 
@@ -175,9 +175,7 @@ def build_instance_bank(scene_folders: list[Path], class_stats: str | Path, grou
 
 def write_instance_bank(bank: InstanceBank, out: str | Path) -> None:
     """Store the bank as one compressed `.npz`, atomically."""
-    with atomic_file(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **{name: getattr(bank, name) for name in BANK_ARRAYS})
+    write_npz(out, {name: getattr(bank, name) for name in BANK_ARRAYS}, compress=True)
 
 
 def read_instance_bank(path: str | Path) -> InstanceBank:

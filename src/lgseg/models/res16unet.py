@@ -131,8 +131,10 @@ class Res16UNet(nn.Module):
         return {"features": logits, "offsets": offsets} if offsets is not None else logits
 
 
-def parameter_count(variant: str, num_classes: int = 200) -> int:
-    """Trainable parameters of `variant` with a linear `num_classes` head (the size a table states)."""
+def parameter_count(variant: str) -> int:
+    """Trainable parameters of `variant` with a linear head for the ScanNet200 classes (the size a table states)."""
+    from lgseg.scannet.labels import scannet200
     from lgseg.sparse import get_backend
 
-    return sum(p.numel() for p in Res16UNet(get_backend("torch"), variant, num_classes=num_classes).parameters())
+    network = Res16UNet(get_backend("torch"), variant, num_classes=scannet200().num_classes)
+    return sum(p.numel() for p in network.parameters())

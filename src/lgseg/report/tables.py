@@ -217,19 +217,24 @@ ABLATION_COLUMNS = ["text_encoder", "anchor_dim", "anchor_cosine", "distance", *
 
 
 def ablation_facts(anchors_path: str | Path) -> dict:
-    """The text encoder of an anchor cache, its width and the mean cosine between the anchors of two different
-    classes (1: the anchors cannot tell classes apart)."""
+    """The text encoder of an anchor cache (its name), its width and the mean cosine between the anchors of two
+    different classes (1: the anchors cannot tell classes apart)."""
     import numpy as np
 
     from lgseg.text.anchors import load_text_anchors
-    from lgseg.text.encoders import ENCODER_LABELS
 
     anchors = load_text_anchors(anchors_path)
     cosine = anchors.normalized @ anchors.normalized.T
     off_diagonal = cosine[~np.eye(len(cosine), dtype=bool)]
-    encoder = anchors.metadata["inputs"]["encoder"]
-    return {"text_encoder": ENCODER_LABELS.get(encoder, encoder), "anchor_dim": anchors.dim,
+    return {"text_encoder": anchors.metadata["inputs"]["encoder"], "anchor_dim": anchors.dim,
             "anchor_cosine": round(float(off_diagonal.mean()), 3)}
+
+
+def _encoder_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its encoder names written as readers know them (clip-vit-b32 -> CLIP ViT-B/32)."""
+    from lgseg.text.encoders import ENCODER_LABELS
+
+    return table.assign(text_encoder=table["text_encoder"].map(lambda name: ENCODER_LABELS.get(name, name)))
 
 
 def text_encoder_ablation(runs: list[tuple[str, str | Path, str, str | Path]]) -> pd.DataFrame:
@@ -244,7 +249,7 @@ def text_encoder_ablation(runs: list[tuple[str, str | Path, str, str | Path]]) -
             key = (facts[anchors]["text_encoder"], distance)
             rows.append({"method": label, "protocol": protocol, **facts[anchors], "distance": distance,
                          **_miou_row(metrics[path], protocol), "paper_miou_all": paper.get(key)})
-    return pd.DataFrame(rows, columns=["method", "protocol", *ABLATION_COLUMNS])
+    return _encoder_labels(pd.DataFrame(rows, columns=["method", "protocol", *ABLATION_COLUMNS]))
 
 
 def write_text_encoder_ablation(runs: list[tuple[str, str | Path, str, str | Path]], out_csv: str | Path,
@@ -255,7 +260,8 @@ def write_text_encoder_ablation(runs: list[tuple[str, str | Path, str, str | Pat
              "classes. **paper miou all**: the supplement's number for the same encoder and distance, **transcribed "
              "from a secondary source** (a third-party summary of the supplement). mIoU in %. " + PROTOCOL_NOTE]
     paper = ["## Supplement (secondary source)", "",
-             _markdown_text(paper_table("text_encoder_ablation"), ["text_encoder", "distance"], ["miou_all"]), ""]
+             _markdown_text(_encoder_labels(paper_table("text_encoder_ablation")), ["text_encoder", "distance"],
+                            ["miou_all"]), ""]
     _write_protocol_tables(text_encoder_ablation(runs), out_csv, out_md, dataset, intro,
                            lambda t: _markdown_text(t, ["text_encoder", "anchor_dim", "distance"],
                                                     ["anchor_cosine", *MIOU_COLUMNS, "paper_miou_all"]), paper)

@@ -171,6 +171,9 @@ class MiniLMEncoder(TextEncoder):
 
 ENCODERS = ("clip-vit-b32", "minilm-l6", "tiny-clip-random")
 ENCODER_LABELS = {"clip-vit-b32": "CLIP ViT-B/32", "minilm-l6": "MiniLM-L6", "tiny-clip-random": "tiny random CLIP"}
+# the `text` settings each encoder's anchors depend on (so that another value of the others re-encodes nothing)
+ENCODER_SETTINGS = {"clip-vit-b32": ("template", "checkpoint", "quick_gelu"), "minilm-l6": ("template",),
+                    "tiny-clip-random": ("template", "quick_gelu")}
 
 
 def make_encoder(name: str, checkpoint: str | Path | None = None, quick_gelu: bool = True) -> TextEncoder:

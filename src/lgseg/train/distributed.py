@@ -44,6 +44,7 @@ def process_group():
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         yield device
+        dist.barrier()  # leave together: a rank tearing down while rank 0 still writes its checkpoints can abort
     finally:
         dist.destroy_process_group()
 
