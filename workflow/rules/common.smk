@@ -84,9 +84,13 @@ def processed_root(wildcards, input):
 
 
 TEXT = config["text"]
-TEXT_ENCODERS = text_encoders(
-    config
-)  # the global one and those of the runs' `text.encoder` overrides
+# the global encoder and those of the runs' `text.encoder` overrides
+TEXT_ENCODERS = text_encoders(config)
+
+
+def encoder_reads(wildcards, setting):
+    """Whether the anchors of the job's encoder depend on `text.<setting>`."""
+    return setting in ENCODER_SETTINGS[wildcards.encoder]
 
 
 # ------------------------------------------------------------------------------------------------- runs

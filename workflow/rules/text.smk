@@ -3,10 +3,6 @@ Each encoder's job reads only the `text` settings its anchors depend on (lgseg.t
 """
 
 
-def encoder_reads(wildcards, setting):
-    return setting in ENCODER_SETTINGS[wildcards.encoder]
-
-
 rule text_anchors:
     input:
         lambda w: (
