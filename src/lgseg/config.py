@@ -110,8 +110,8 @@ def _check_runs(config: dict) -> None:
         from lgseg.text.encoders import CLIP_CHECKPOINT_MISSING
 
         raise ConfigError(CLIP_CHECKPOINT_MISSING)
-    runs = run_entries(config)
-    for kind, entries in runs.items():
+    runs, variants = run_entries(config), {}
+    for kind, entries in runs.items():  # pre-trainings first
         for name, run in entries.items():
             key = f"{SECTIONS[kind]}.{name}"
             if run.get("pretraining") is not None and run["pretraining"] not in runs["pretraining"]:
@@ -119,13 +119,12 @@ def _check_runs(config: dict) -> None:
                                   f"defined: {', '.join(config['pretraining']) or 'none'}")
             if run.get("pretraining") is not None and run.get("init") is not None:
                 raise ConfigError(f"config key '{key}.init': give either init or pretraining, not both")
-            if run.get("pretraining") is not None:
-                variant, pre_variant = (entry["model"].get("variant", config["model"]["variant"])
-                                        for entry in (run, runs["pretraining"][run["pretraining"]]))
-                if variant != pre_variant:
-                    raise ConfigError(f"config key '{key}.model.variant': {variant} cannot start from pre-training "
-                                      f"{run['pretraining']!r}, a {pre_variant}; give both the same model.variant")
-            resolve_run(config, kind, name)  # a registered objective of the right stage
+            # a registered objective of the right stage; its effective model variant
+            variant = variants[kind, name] = resolve_run(config, kind, name).settings["model"]["variant"]
+            pre_variant = variants.get(("pretraining", run.get("pretraining")), variant)
+            if variant != pre_variant:
+                raise ConfigError(f"config key '{key}.model.variant': {variant} cannot start from pre-training "
+                                  f"{run['pretraining']!r}, a {pre_variant}; give both the same model.variant")
     tsne_panels(config)  # Fig. 7's pre-trainings exist
     for group, names in config["reports"].items():
         for name in names:

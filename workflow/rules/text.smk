@@ -24,11 +24,7 @@ rule text_anchors:
     conda:
         "../../envs/core.yaml"
     params:
-        checkpoint=lambda w: (
-            f"--checkpoint {TEXT['checkpoint']}"
-            if encoder_reads(w, "checkpoint") and TEXT["checkpoint"]
-            else ""
-        ),
+        checkpoint=lambda w, input: f"--checkpoint {input[0]}" if input else "",
         quick_gelu=lambda w: (
             ("--quick-gelu" if TEXT["quick_gelu"] else "--no-quick-gelu")
             if encoder_reads(w, "quick_gelu")
